@@ -1,0 +1,21 @@
+# Two entry points for a fresh machine: `make study` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: study test clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+study: $(BIN)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

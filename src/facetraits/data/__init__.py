@@ -1,0 +1,1 @@
+"""Data: sources, preparation, and the training data module."""

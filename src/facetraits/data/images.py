@@ -1,0 +1,52 @@
+"""Decode one face image into a square uint8 array of the study's size."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facetraits.errors import DataError
+
+
+def _square(image: Image.Image, square: Literal["crop", "pad"]) -> Image.Image:
+    """Centre-crop to the short side, or pad to the long side with the border's mean colour."""
+    width, height = image.size
+    side = min(width, height) if square == "crop" else max(width, height)
+    if width == height:
+        return image
+    if square == "crop":
+        left, top = (width - side) // 2, (height - side) // 2
+        return image.crop((left, top, left + side, top + side))
+    pixels = np.asarray(image)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in border.mean(axis=0).round()))
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def load_face(path: Path, size: int, square: Literal["crop", "pad"], max_pixels: int) -> np.ndarray:
+    """(size, size, 3) uint8; every failure is a DataError naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                width, height = opened.size
+                if width * height > max_pixels:
+                    raise DataError(
+                        f"{path}: image is {width}x{height} = {width * height} pixels, "
+                        f"over data.max_image_pixels = {max_pixels}"
+                    )
+                opened.draft("RGB", (size, size))
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image: {exc}") from None
+    face = _square(image, square).resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(face, dtype=np.uint8)

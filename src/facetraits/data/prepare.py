@@ -1,0 +1,329 @@
+"""The prepare stage: every face decoded once into a memory-mappable array, with its table and ratings.
+
+Output folder (replaced atomically, so a failed run leaves the previous one intact):
+  images.npy       uint8 (N, S, S, 3), np.load(..., mmap_mode="r")
+  faces.csv        id, source_file, group, split, one mean-rating column per attribute
+  ratings.csv.gz   every single rating (id, attribute, rating, rater, rating_type), when the source has them
+  masks.npy        synthetic only: uint8 (N, S, S) region bitfield, see meta.json "regions"
+  factors.csv      synthetic only: the latent factors behind each face
+  meta.json        source, attributes, scale, size, counts, skipped images, fingerprint
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from facetraits.config import DataParams
+from facetraits.data import synthetic
+from facetraits.data.images import load_face
+from facetraits.data.sources import SourceTable, read_source
+from facetraits.data.sources.base import RATING_COLUMNS, select_attributes
+from facetraits.data.split import SPLITS, assign_splits
+from facetraits.errors import DataError
+from facetraits.files import atomic_directory
+
+IMAGES_FILE = "images.npy"
+FACES_FILE = "faces.csv"
+RATINGS_FILE = "ratings.csv.gz"
+MASKS_FILE = "masks.npy"
+FACTORS_FILE = "factors.csv"
+META_FILE = "meta.json"
+CHUNK = 64
+
+
+@dataclass(frozen=True)
+class DecodeFile:
+    """Picklable per-image work for file sources."""
+
+    size: int
+    square: Literal["crop", "pad"]
+    max_pixels: int
+
+    def __call__(self, item: Path) -> tuple[np.ndarray, None]:
+        return load_face(item, self.size, self.square, self.max_pixels), None
+
+
+@dataclass(frozen=True)
+class RenderSynthetic:
+    """Picklable per-face work for the synthetic source: the item is its factor row."""
+
+    size: int
+
+    def __call__(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return synthetic.render_face(item, self.size)
+
+
+FaceJob = Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    id: str
+    source_file: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    source: str
+    attributes: tuple[str, ...]
+    scale: tuple[float, float]
+    image_size: int
+    n_faces: int
+    split_counts: dict[str, int]
+    n_ratings: int | None
+    attribute_stats: dict[str, dict[str, float | int | None]]
+    skipped: tuple[SkippedImage, ...]
+    fingerprint: str
+    seconds: float = field(compare=False)
+
+    def metrics(self) -> dict[str, Any]:
+        """What DVC tracks as metrics: deterministic for a seed, so no timings."""
+        return {
+            "source": self.source,
+            "n_faces": self.n_faces,
+            "n_skipped": len(self.skipped),
+            "n_ratings": self.n_ratings,
+            "splits": self.split_counts,
+            "attributes": self.attribute_stats,
+            "fingerprint": self.fingerprint,
+        }
+
+    def tracked_metrics(self) -> dict[str, float]:
+        """Flat MLflow metrics: counts, throughput and per-attribute mean/std/missing."""
+        metrics: dict[str, float] = {
+            "data/n_faces": self.n_faces,
+            "data/n_skipped": len(self.skipped),
+            "data/images_per_second": (self.n_faces + len(self.skipped)) / max(self.seconds, 1e-9),
+            **{f"data/n_{split}": count for split, count in self.split_counts.items()},
+        }
+        if self.n_ratings is not None:
+            metrics["data/n_ratings"] = self.n_ratings
+        for attribute, stats in self.attribute_stats.items():
+            metrics.update({f"data/{name}/{attribute}": v for name, v in stats.items() if v is not None})
+        return metrics
+
+    def skipped_table(self) -> str:
+        lines = ["id\tsource_file\treason"] + [f"{s.id}\t{s.source_file}\t{s.reason}" for s in self.skipped]
+        return "\n".join(lines) + "\n"
+
+
+def _decode_chunk(
+    job: tuple[FaceJob, Path, Path | None, int, Sequence[Any]],
+) -> tuple[int, list[tuple[int, str]]]:
+    """Write one chunk of faces straight into the shared memory-mapped outputs."""
+    make_face, images_path, masks_path, start, items = job
+    images = np.load(images_path, mmap_mode="r+")
+    masks = np.load(masks_path, mmap_mode="r+") if masks_path is not None else None
+    failures = []
+    for offset, item in enumerate(items):
+        try:
+            image, mask = make_face(item)
+        except DataError as exc:
+            failures.append((start + offset, str(exc)))
+            continue
+        images[start + offset] = image
+        if masks is not None:
+            masks[start + offset] = mask
+    images.flush()
+    if masks is not None:
+        masks.flush()
+    return len(items), failures
+
+
+def worker_count(requested: int) -> int:
+    return requested or len(os.sched_getaffinity(0))
+
+
+def _run_chunks(
+    jobs: list[tuple[FaceJob, Path, Path | None, int, Sequence[Any]]],
+    workers: int,
+    stop_on_failure: bool,
+    progress: bool,
+) -> list[tuple[int, str]]:
+    """Decode every chunk (in worker processes when more than one), returning failures by row."""
+    failures: list[tuple[int, str]] = []
+    total = sum(len(job[4]) for job in jobs)
+    with tqdm(total=total, desc="prepare", unit="img", disable=not progress, mininterval=1.0) as bar:
+
+        def consume(results: Iterator[tuple[int, list[tuple[int, str]]]]) -> None:
+            for done, chunk_failures in results:
+                bar.update(done)
+                failures.extend(chunk_failures)
+                if failures and stop_on_failure:
+                    return
+
+        if workers <= 1 or len(jobs) <= 1:
+            consume(map(_decode_chunk, jobs))
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                consume(pool.imap_unordered(_decode_chunk, jobs))
+    return sorted(failures)
+
+
+def _compact(path: Path, keep: np.ndarray) -> None:
+    """Drop skipped rows from an .npy file, streaming in chunks."""
+    source = np.load(path, mmap_mode="r")
+    tmp = path.with_suffix(".compact.npy")
+    target = np.lib.format.open_memmap(tmp, mode="w+", dtype=source.dtype, shape=(len(keep),) + source.shape[1:])
+    for begin in range(0, len(keep), 512):
+        rows = keep[begin : begin + 512]
+        target[begin : begin + len(rows)] = source[rows]
+    target.flush()
+    del source, target
+    os.replace(tmp, path)
+
+
+def _write_csv_gz(table: pd.DataFrame, path: Path) -> None:
+    """Gzip with no timestamp or file name in the header, so equal tables give equal bytes."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        with io.TextIOWrapper(packed, encoding="utf-8", newline="") as text:
+            table.to_csv(text, index=False)
+
+
+def fingerprint_files(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        with open(path, "rb") as handle:
+            digest.update(f"{path.name}:{hashlib.file_digest(handle, 'sha256').hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _attribute_stats(faces: pd.DataFrame, attributes: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
+    def finite(value: float) -> float | None:
+        return None if not np.isfinite(value) else round(float(value), 6)
+
+    return {
+        a: {"mean": finite(faces[a].mean()), "std": finite(faces[a].std()), "missing": int(faces[a].isna().sum())}
+        for a in attributes
+    }
+
+
+def _synthetic_table(params: DataParams) -> tuple[SourceTable, np.ndarray]:
+    settings = params.synthetic
+    factor_seed, rating_seed = np.random.SeedSequence(params.seed).generate_state(2)
+    factors = synthetic.sample_factors(settings.n_faces, int(factor_seed))
+    scores = synthetic.attribute_scores(factors)
+    raw = synthetic.simulate_ratings(
+        scores, settings.n_raters, int(rating_seed), rater_bias_sd=settings.rater_bias_sd, noise_sd=settings.noise_sd
+    )
+    attributes = select_attributes(synthetic.ATTRIBUTES, params.attributes, Path("synthetic"))
+    ids = np.asarray([f"synthetic-{i:05d}" for i in range(settings.n_faces)])
+    means = synthetic.mean_ratings(raw, settings.n_faces)[list(attributes)]
+    faces = pd.concat(
+        [
+            pd.DataFrame({"id": ids, "source_file": [f"rendered:seed={params.seed}:{i}" for i in range(len(ids))]}),
+            pd.DataFrame({"group": ids}),
+            means.reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    raw = raw[raw["attribute"].isin(attributes)]
+    ratings = pd.DataFrame(
+        {
+            "id": ids[raw["face"].to_numpy()],
+            "attribute": raw["attribute"].to_numpy(),
+            "rating": raw["rating"].to_numpy(dtype=float),
+            "rater": raw["rater"].to_numpy(),
+            "rating_type": pd.NA,
+        }
+    )[list(RATING_COLUMNS)]
+    table = SourceTable(
+        root=Path("."), faces=faces, attributes=attributes, scale=synthetic.RATING_SCALE, ratings=ratings, square="pad"
+    )
+    return table, factors
+
+
+def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) -> PrepareReport:
+    """Read the source, decode every face once, split, and write the prepared folder atomically."""
+    started = time.perf_counter()
+    size = params.image_size
+    factors = None
+    if params.source == "synthetic":
+        table, factors = _synthetic_table(params)
+        make_face: FaceJob = RenderSynthetic(size)
+        items: Sequence[Any] = factors
+    else:
+        table = read_source(params)
+        square = table.square if params.square == "auto" else params.square
+        make_face = DecodeFile(size, square, params.max_image_pixels)
+        items = [table.root / f for f in table.faces["source_file"]]
+    faces = table.faces
+    n = len(faces)
+    if n == 0:
+        raise DataError(f"data.source '{params.source}': the faces table at {params.path} has no rows")
+
+    with atomic_directory(Path(out_dir)) as tmp:
+        images_path = tmp / IMAGES_FILE
+        np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3)).flush()
+        masks_path = None
+        if factors is not None:
+            masks_path = tmp / MASKS_FILE
+            np.lib.format.open_memmap(masks_path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+        jobs = [(make_face, images_path, masks_path, s, items[s : s + CHUNK]) for s in range(0, n, CHUNK)]
+        failures = _run_chunks(jobs, worker_count(params.workers), params.on_bad_image == "error", progress)
+        if failures and params.on_bad_image == "error":
+            listed = "\n  ".join(reason for _, reason in failures[:5])
+            raise DataError(
+                f"{len(failures)} bad image(s) (set data.on_bad_image: skip to leave them out):\n  {listed}"
+            )
+        skipped = tuple(
+            SkippedImage(str(faces["id"].iloc[i]), str(faces["source_file"].iloc[i]), reason) for i, reason in failures
+        )
+        if skipped:
+            keep = np.setdiff1d(np.arange(n), [i for i, _ in failures])
+            if len(keep) == 0:
+                raise DataError(f"every image of data.source '{params.source}' failed to decode; first: {failures[0][1]}")
+            for path in (images_path, masks_path):
+                if path is not None:
+                    _compact(path, keep)
+            faces = faces.iloc[keep].reset_index(drop=True)
+            factors = factors[keep] if factors is not None else None
+
+        faces.insert(3, "split", assign_splits(faces["group"].tolist(), params.split.fractions, params.seed))
+        faces.to_csv(tmp / FACES_FILE, index=False)
+        written = [images_path, tmp / FACES_FILE]
+        ratings = table.ratings
+        if ratings is not None:
+            ratings = ratings[ratings["id"].isin(faces["id"])].reset_index(drop=True)
+            _write_csv_gz(ratings, tmp / RATINGS_FILE)
+            written.append(tmp / RATINGS_FILE)
+        if factors is not None and masks_path is not None:
+            pd.concat([faces[["id"]], pd.DataFrame(factors, columns=synthetic.FACTORS)], axis=1).to_csv(
+                tmp / FACTORS_FILE, index=False
+            )
+            written += [masks_path, tmp / FACTORS_FILE]
+
+        report = PrepareReport(
+            source=params.source,
+            attributes=table.attributes,
+            scale=table.scale,
+            image_size=size,
+            n_faces=len(faces),
+            split_counts={s: int((faces["split"] == s).sum()) for s in SPLITS},
+            n_ratings=None if ratings is None else len(ratings),
+            attribute_stats=_attribute_stats(faces, table.attributes),
+            skipped=skipped,
+            fingerprint=fingerprint_files(written),
+            seconds=time.perf_counter() - started,
+        )
+        meta = {key: value for key, value in asdict(report).items() if key != "seconds"}
+        if factors is not None:
+            meta["regions"] = list(synthetic.REGIONS)
+            meta["attribute_regions"] = {a: list(synthetic.ATTRIBUTE_REGIONS[a]) for a in table.attributes}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,50 @@
+"""Read-only access to the prepare stage's output folder, for every later stage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facetraits.data.prepare import FACES_FILE, IMAGES_FILE, MASKS_FILE, META_FILE, RATINGS_FILE
+from facetraits.errors import DataError
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    root: Path
+    images: np.ndarray
+    faces: pd.DataFrame
+    meta: dict[str, Any]
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        return tuple(self.meta["attributes"])
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.faces["split"].to_numpy() == split)
+
+    def ratings(self) -> pd.DataFrame | None:
+        path = self.root / RATINGS_FILE
+        return pd.read_csv(path, dtype={"id": str}) if path.is_file() else None
+
+    def masks(self) -> np.ndarray | None:
+        path = self.root / MASKS_FILE
+        return np.load(path, mmap_mode="r") if path.is_file() else None
+
+
+def load_prepared(root: Path) -> PreparedData:
+    root = Path(root)
+    for name in (IMAGES_FILE, FACES_FILE, META_FILE):
+        if not (root / name).is_file():
+            raise DataError(f"{root / name}: missing; run the prepare stage first (dvc repro prepare)")
+    meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
+    faces = pd.read_csv(root / FACES_FILE, dtype={"id": str, "group": str, "source_file": str, "split": str})
+    images = np.load(root / IMAGES_FILE, mmap_mode="r")
+    if len(images) != len(faces):
+        raise DataError(f"{root}: {IMAGES_FILE} has {len(images)} faces but {FACES_FILE} has {len(faces)} rows")
+    return PreparedData(root=root, images=images, faces=faces, meta=meta)

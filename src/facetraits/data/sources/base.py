@@ -1,0 +1,165 @@
+"""What every data-set reader returns, and the checks they all share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from facetraits.errors import DataError
+
+RESERVED_COLUMNS = ("id", "source_file", "group", "split")
+RATING_COLUMNS = ("id", "attribute", "rating", "rater", "rating_type")
+_MAX_LISTED = 5
+
+RowLabel = Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """One row per image to prepare, and (when the source has them) every single rating.
+
+    faces: columns id, source_file (relative to root), group (identity: faces of one group never
+    cross splits), then one float column per attribute (mean rating, NaN where missing).
+    ratings: columns RATING_COLUMNS; rater/rating_type are empty where the source does not record them.
+    """
+
+    root: Path
+    faces: pd.DataFrame
+    attributes: tuple[str, ...]
+    scale: tuple[float, float]
+    ratings: pd.DataFrame | None
+    square: Literal["crop", "pad"]
+
+
+def resolve_inside(root: Path, relative: str, where: str) -> Path:
+    """The file `relative` names under `root`; refuses paths that escape the data root."""
+    root = root.resolve()
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root):
+        raise DataError(f"{where}: path '{relative}' escapes the data root {root}")
+    return candidate
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    return path
+
+
+def require_columns(table: pd.DataFrame, columns: Sequence[str], file: Path) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{file}: missing column(s) {missing}; columns present: {list(table.columns)}")
+
+
+def select_attributes(available: Sequence[str], wanted: str | Sequence[str], file: Path) -> tuple[str, ...]:
+    """Resolve data.attributes ('all' or a list) against the attributes a file provides."""
+    if wanted == "all":
+        chosen = tuple(available)
+    else:
+        unknown = [a for a in wanted if a not in available]
+        if unknown:
+            raise DataError(
+                f"data.attributes: unknown attribute(s) {unknown} for {file}; available: {list(available)}"
+            )
+        chosen = tuple(wanted)
+    reserved = [a for a in chosen if a in RESERVED_COLUMNS]
+    if reserved:
+        raise DataError(f"{file}: attribute column(s) {reserved} clash with the reserved names {RESERVED_COLUMNS}")
+    if not chosen:
+        raise DataError(f"{file}: no attribute columns found")
+    return chosen
+
+
+def _listed(labels: Sequence[str]) -> str:
+    shown = ", ".join(labels[:_MAX_LISTED])
+    return shown + (f" and {len(labels) - _MAX_LISTED} more" if len(labels) > _MAX_LISTED else "")
+
+
+def numeric_ratings(
+    values: pd.DataFrame, scale: tuple[float, float], file: Path, row_label: RowLabel
+) -> pd.DataFrame:
+    """Parse rating columns as floats; a non-numeric or out-of-scale cell is an error naming row and column."""
+    low, high = scale
+    parsed = {}
+    for column in values.columns:
+        raw = values[column]
+        number = pd.to_numeric(raw, errors="coerce").astype("float64")
+        unparsed = np.flatnonzero((number.isna() & raw.notna()).to_numpy())
+        bad = [i for i in unparsed if str(raw.iloc[i]).strip() != ""]
+        if bad:
+            where = [f"{row_label(i)} ({raw.iloc[i]!r})" for i in bad]
+            raise DataError(f"{file}: column '{column}': non-numeric rating at {_listed(where)}")
+        out_of_scale = (number < low) | (number > high) | np.isinf(number)
+        if out_of_scale.any():
+            where = [f"{row_label(i)} ({number.iloc[i]:g})" for i in np.flatnonzero(out_of_scale.to_numpy())]
+            raise DataError(
+                f"{file}: column '{column}': rating outside the scale [{low:g}, {high:g}] at {_listed(where)}"
+            )
+        parsed[column] = number.to_numpy()
+    return pd.DataFrame(parsed, index=values.index)
+
+
+def unique_ids(ids: pd.Series, file: Path, row_label: RowLabel) -> pd.Series:
+    ids = ids.astype("string").str.strip()
+    empty = ids.isna() | (ids == "")
+    if empty.any():
+        raise DataError(f"{file}: empty id at {_listed([row_label(i) for i in np.flatnonzero(empty.to_numpy())])}")
+    repeated = ids.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        where = [f"{row_label(i)} ('{ids.iloc[i]}')" for i in np.flatnonzero(repeated)]
+        raise DataError(f"{file}: duplicate id at {_listed(where)}")
+    return ids.astype(str)
+
+
+def sheet_rows(first_data_row: int = 2, positions: Sequence[int] | None = None) -> RowLabel:
+    """Name row i as a spreadsheet shows it (1-based; a CSV's first data row is row 2).
+
+    `positions` maps table rows back to their place in the file when rows were dropped on reading.
+    """
+
+    def label(i: int) -> str:
+        return f"row {first_data_row + (positions[i] if positions is not None else i)}"
+
+    return label
+
+
+def long_ratings(
+    ids: pd.Series,
+    attributes: pd.Series,
+    ratings: pd.Series,
+    known_ids: Sequence[str],
+    wanted: Sequence[str],
+    scale: tuple[float, float],
+    file: Path,
+    row_label: RowLabel,
+    raters: pd.Series | None = None,
+    rating_types: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Validate raw ratings in long form and keep those of the chosen attributes and faces."""
+    table = pd.DataFrame(
+        {
+            "id": ids.astype("string").str.strip().to_numpy(),
+            "attribute": attributes.astype("string").str.strip().to_numpy(),
+            "rater": (raters.astype("string") if raters is not None else pd.Series(pd.NA, index=ids.index, dtype="string")).to_numpy(),
+            "rating_type": (
+                rating_types.astype("string") if rating_types is not None else pd.Series(pd.NA, index=ids.index, dtype="string")
+            ).to_numpy(),
+        }
+    )
+    rating = numeric_ratings(pd.DataFrame({"rating": ratings.to_numpy()}), scale, file, row_label)["rating"]
+    missing = rating.isna().to_numpy()
+    if missing.any():
+        raise DataError(f"{file}: empty rating at {_listed([row_label(i) for i in np.flatnonzero(missing)])}")
+    table.insert(2, "rating", rating.to_numpy())
+    keep = table["attribute"].isin(list(wanted)).to_numpy()
+    stray = keep & ~table["id"].isin(list(known_ids)).to_numpy()
+    if stray.any():
+        where = [f"{row_label(i)} ('{table['id'].iloc[i]}')" for i in np.flatnonzero(stray)]
+        raise DataError(f"{file}: rating for a face that is not in the faces table at {_listed(where)}")
+    return table.loc[keep].reset_index(drop=True)[list(RATING_COLUMNS)]

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny parameter sets and a throw-away MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facetraits.config import StudyParams, TrackingParams, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+OMI_DEV = REPO.parent / "shared" / "datasets" / "omi"
+
+
+def study_params(**sections: dict[str, Any]) -> StudyParams:
+    """Validated parameters from partial sections, as a params.yaml with only these keys would give."""
+    return parse_params(sections, source="test")
+
+
+@pytest.fixture(scope="session")
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite store for the session: creating the schema is the slow part of MLflow."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
+@pytest.fixture
+def tracking(tracking_store: Path, request: pytest.FixtureRequest) -> TrackingParams:
+    """A fresh experiment per test in the shared store."""
+    return TrackingParams(
+        uri=f"sqlite:///{tracking_store / 'mlflow.db'}",
+        experiment=f"test-{request.node.name}",
+        artifacts=str(tracking_store / "artifacts"),
+    )
+
+
+@pytest.fixture
+def omi_dev() -> Path:
+    if not (OMI_DEV / "attribute_means.csv").is_file():
+        pytest.skip(f"OMI development copy not found at {OMI_DEV}")
+    return OMI_DEV

@@ -1,0 +1,49 @@
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from facetraits.config import StudyParams, TrackingParams
+from facetraits.errors import ConfigError
+from facetraits.tracking import TAG_GIT_COMMIT, TAG_STAGE, flatten_params, git_commit, stage_run
+
+
+def test_flatten_params_uses_dotted_yaml_keys() -> None:
+    flat = flatten_params(StudyParams())
+    assert flat["data.image_size"] == "64"
+    assert flat["data.split.train"] == "0.64"
+    assert flat["data.csv.rating_range"] == "[1.0, 9.0]"
+    assert flat["tracking.uri"] == "sqlite:///mlflow.db"
+
+
+def test_stage_run_logs_params_metrics_image_and_closes(tracking: TrackingParams, tmp_path: Path) -> None:
+    with stage_run(tracking, "prepare", {"data.image_size": "32"}) as run:
+        run.log_metrics({"data/n_faces": 12, "data/mean/happy": 5.5})
+        run.log_image(np.zeros((8, 8, 3), dtype=np.uint8), "prepare/gallery.png")
+    client = MlflowClient(tracking.uri)
+    logged = client.get_run(run.run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params == {"data.image_size": "32"}
+    assert logged.data.metrics == {"data/n_faces": 12.0, "data/mean/happy": 5.5}
+    assert logged.data.tags[TAG_STAGE] == "prepare"
+    assert logged.data.tags.get(TAG_GIT_COMMIT) == git_commit()
+    assert [a.path for a in client.list_artifacts(run.run_id, "prepare")] == ["prepare/gallery.png"]
+    assert client.get_experiment_by_name(tracking.experiment).artifact_location.startswith("file://")
+
+
+def test_failing_stage_marks_the_run_failed(tracking: TrackingParams) -> None:
+    with pytest.raises(RuntimeError):
+        with stage_run(tracking, "prepare", {}) as run:
+            raise RuntimeError("boom")
+    assert MlflowClient(tracking.uri).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_unreachable_server_fails_fast_naming_the_uri() -> None:
+    params = TrackingParams(uri="http://127.0.0.1:9", connect_timeout_s=2)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"tracking.uri: MLflow server http://127.0.0.1:9 is unreachable"):
+        with stage_run(params, "prepare", {}):
+            pass
+    assert time.monotonic() - started < 10
