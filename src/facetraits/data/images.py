@@ -13,7 +13,7 @@ from facetraits.errors import DataError
 
 
 def _square(image: Image.Image, square: Literal["crop", "pad"]) -> Image.Image:
-    """Centre-crop to the short side, or pad to the long side with the border's mean colour."""
+    """Centre-crop to the short side, or pad to the long side with the border's median colour."""
     width, height = image.size
     side = min(width, height) if square == "crop" else max(width, height)
     if width == height:
@@ -23,7 +23,7 @@ def _square(image: Image.Image, square: Literal["crop", "pad"]) -> Image.Image:
         return image.crop((left, top, left + side, top + side))
     pixels = np.asarray(image)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in border.mean(axis=0).round()))
+    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in np.median(border, axis=0).round()))
     canvas.paste(image, ((side - width) // 2, (side - height) // 2))
     return canvas
 

@@ -31,7 +31,7 @@ from facetraits.config import DataParams
 from facetraits.data import synthetic
 from facetraits.data.images import load_face
 from facetraits.data.sources import SourceTable, read_source
-from facetraits.data.sources.base import RATING_COLUMNS, select_attributes
+from facetraits.data.sources.base import compact_ratings, select_attributes
 from facetraits.data.split import SPLITS, assign_splits
 from facetraits.errors import DataError
 from facetraits.files import atomic_directory
@@ -190,7 +190,7 @@ def _compact(path: Path, keep: np.ndarray) -> None:
 
 def _write_csv_gz(table: pd.DataFrame, path: Path) -> None:
     """Gzip with no timestamp or file name in the header, so equal tables give equal bytes."""
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=3) as packed:
         with io.TextIOWrapper(packed, encoding="utf-8", newline="") as text:
             table.to_csv(text, index=False)
 
@@ -233,15 +233,17 @@ def _synthetic_table(params: DataParams) -> tuple[SourceTable, np.ndarray]:
         axis=1,
     )
     raw = raw[raw["attribute"].isin(attributes)]
-    ratings = pd.DataFrame(
-        {
-            "id": ids[raw["face"].to_numpy()],
-            "attribute": raw["attribute"].to_numpy(),
-            "rating": raw["rating"].to_numpy(dtype=float),
-            "rater": raw["rater"].to_numpy(),
-            "rating_type": pd.NA,
-        }
-    )[list(RATING_COLUMNS)]
+    ratings = compact_ratings(
+        pd.DataFrame(
+            {
+                "id": pd.Categorical.from_codes(raw["face"].to_numpy(), categories=ids),
+                "attribute": raw["attribute"].to_numpy(),
+                "rating": raw["rating"].to_numpy(dtype=float),
+                "rater": raw["rater"].to_numpy(),
+                "rating_type": pd.NA,
+            }
+        )
+    )
     table = SourceTable(
         root=Path("."), faces=faces, attributes=attributes, scale=synthetic.RATING_SCALE, ratings=ratings, square="pad"
     )

@@ -162,4 +162,10 @@ def long_ratings(
     if stray.any():
         where = [f"{row_label(i)} ('{table['id'].iloc[i]}')" for i in np.flatnonzero(stray)]
         raise DataError(f"{file}: rating for a face that is not in the faces table at {_listed(where)}")
-    return table.loc[keep].reset_index(drop=True)[list(RATING_COLUMNS)]
+    return compact_ratings(table.loc[keep].reset_index(drop=True))
+
+
+def compact_ratings(table: pd.DataFrame) -> pd.DataFrame:
+    """Categorical labels: a million ratings repeat a few thousand distinct strings."""
+    labels = {c: "category" for c in RATING_COLUMNS if c != "rating"}
+    return table[list(RATING_COLUMNS)].astype(labels)

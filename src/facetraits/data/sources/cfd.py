@@ -1,4 +1,8 @@
-"""Chicago Face Database (Ma et al. 2015): norming spreadsheet with a multi-row header, images per target."""
+"""Chicago Face Database (Ma et al. 2015): norming spreadsheet with a multi-row header, images per target.
+
+Every target has a neutral image (a missing one is a bad image); other expressions exist for some
+targets only, so a requested expression a target lacks is simply not there.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from facetraits.errors import DataError
 SCALE = (1.0, 7.0)
 ID_HEADERS = ("Target", "Model")
 RATING_COLUMNS = (
-    "Afraid", "Angry", "Attractive", "Babyface", "Disgusted", "Dominant", "Feminine", "Happy",
+    "Afraid", "Angry", "Attractive", "Babyface", "Babyfaced", "Disgusted", "Dominant", "Feminine", "Happy",
     "Masculine", "Prototypic", "Sad", "Suitability", "Surprised", "Threatening", "Trustworthy", "Unusual",
 )  # fmt: skip
 HEADER_SEARCH_ROWS = 20
@@ -42,11 +46,11 @@ def _norming_sheet(path: Path, sheet: str | None) -> tuple[str, pd.DataFrame]:
         sheet = norming[0]
     elif sheet not in workbook.sheet_names:
         raise DataError(f"{path}: no sheet {sheet!r} (data.cfd.sheet); sheets: {workbook.sheet_names}")
-    return sheet, workbook.parse(sheet, header=None)
+    return sheet, pd.read_excel(workbook, sheet_name=sheet, header=None)
 
 
 def _header_row(grid: pd.DataFrame, where: str) -> int:
-    """The variable-id row, found by its id column: CFD versions move it (row 6 in v3.0)."""
+    """The row of column names, found by its id column: CFD versions differ (codes above it in v3.0)."""
     for row in range(min(HEADER_SEARCH_ROWS, len(grid))):
         cells = {str(v).strip() for v in grid.iloc[row].tolist()}
         if cells & set(ID_HEADERS):
@@ -91,7 +95,7 @@ def read_cfd(params: DataParams) -> SourceTable:
     for i, target in enumerate(targets):
         for expression in settings.expressions:
             found = index.get((target.upper(), expression), [])
-            if not found:
+            if not found and expression == "N":
                 expected = Path(settings.images) / target / f"CFD-{target}-*-{expression}.jpg"
                 records.append((f"CFD-{target}-{expression}", str(expected), target, i))
             for path in found:

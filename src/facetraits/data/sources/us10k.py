@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +22,8 @@ from facetraits.errors import DataError
 
 SCALE = (1.0, 9.0)
 FILENAME_COLUMN = "Filename"
+# Rater columns repeat once per survey version; pandas reads the repeats as `catch.1`, `subage.1`, ...
 NOT_ATTRIBUTES = ("Image #", "catch", "catchAns", "subage", "submale", "subrace")
-SECOND_VERSION_SUFFIX = ".1"
 
 
 def read_sheet(path: Path, sheet: str | None) -> pd.DataFrame:
@@ -37,22 +38,24 @@ def read_sheet(path: Path, sheet: str | None) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read table: {exc}") from None
 
 
+def _is_attribute_column(column: str, filename: str) -> bool:
+    return column != filename and re.sub(r"\.\d+$", "", column) not in NOT_ATTRIBUTES
+
+
 def _raw_ratings(path: Path, sheet: str, attributes: tuple[str, ...], ids: list[str]) -> pd.DataFrame:
-    """'All Data' holds one row per rater and image; both survey versions' columns are pooled."""
+    """'All Data' holds one row per response sheet (one rater of each survey version) and image."""
     table = read_sheet(path, sheet)
     filename = FILENAME_COLUMN if FILENAME_COLUMN in table.columns else table.columns[0]
-    parts = []
-    for attribute in attributes:
-        for column in (attribute, attribute + SECOND_VERSION_SUFFIX):
-            if column in table.columns:
-                parts.append(
-                    pd.DataFrame(
-                        {"id": table[filename], "attribute": attribute, "rating": table[column], "row": table.index}
-                    ).dropna(subset=["rating"])
-                )
-    if not parts:
-        raise DataError(f"{path} sheet {sheet!r}: none of the attributes {list(attributes)} has raw ratings")
-    long = pd.concat(parts, ignore_index=True)
+    missing = [a for a in attributes if a not in table.columns]
+    if missing:
+        raise DataError(f"{path} sheet {sheet!r}: no raw-rating column for attribute(s) {missing}")
+    long = (
+        table[[filename, *attributes]]
+        .rename(columns={filename: "id"})
+        .assign(row=table.index)
+        .melt(id_vars=["id", "row"], var_name="attribute", value_name="rating")
+        .dropna(subset=["rating"])
+    )
     return long_ratings(
         ids=long["id"],
         attributes=long["attribute"],
@@ -75,7 +78,7 @@ def read_us10k(params: DataParams) -> SourceTable:
     filename = FILENAME_COLUMN if FILENAME_COLUMN in table.columns else table.columns[0]
     rows = sheet_rows()
     ids = unique_ids(table[filename], where, rows)
-    available = [c for c in table.columns if c != filename and c not in NOT_ATTRIBUTES]
+    available = [c for c in table.columns if _is_attribute_column(str(c), filename)]
     attributes = select_attributes(available, params.attributes, where)
     means = numeric_ratings(table[list(attributes)], SCALE, where, rows)
     source_files = [str(Path(settings.images) / name) for name in ids]
