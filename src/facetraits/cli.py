@@ -12,11 +12,25 @@ import yaml
 from facetraits import __version__
 from facetraits.config import load_params
 from facetraits.errors import FaceTraitsError
+from facetraits.files import atomic_path
 
 
 def _check_params(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     print(yaml.safe_dump(dataclasses.asdict(params), sort_keys=False), end="")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from facetraits.predict import collect_images, load_predictor, predict_files
+
+    table = predict_files(load_predictor(args.model), collect_images(args.paths), args.batch_size, args.square)
+    if args.out is None:
+        table.to_csv(sys.stdout, index=False)
+    else:
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False)
+        print(f"wrote {len(table)} predictions to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -27,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-params", help="validate params.yaml and print it with every default filled in")
     check.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
     check.set_defaults(run=_check_params)
+    predict = commands.add_parser("predict", help="predict every attribute for image files or folders")
+    predict.add_argument("paths", type=Path, nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--model", default="models/best.ckpt", help="checkpoint file or MLflow model URI")
+    predict.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--square", choices=["pad", "crop"], default="pad", help="how non-square images are squared")
+    predict.set_defaults(run=_predict)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -22,6 +22,7 @@ _FORBID_EXTRA = ConfigDict(extra="forbid")
 
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Field(min_length=1), Strict()]
 PathStr = Annotated[str, Field(min_length=1), Strict()]
 
@@ -123,6 +124,55 @@ class DataParams:
         return attributes
 
 
+BackboneName = Literal["vgg16", "vgg16_bn", "resnet18", "resnet50", "vit_b_16"]
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class ModelParams:
+    backbone: BackboneName = "vgg16"
+    weights: Str = "none"
+    trainable_blocks: Int = Field(1, ge=0, le=5)
+    head: Literal["linear", "mlp"] = "mlp"
+    head_hidden: Int = Field(128, ge=1)
+    dropout: Float = Field(0.2, ge=0, lt=1)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class AugmentParams:
+    hflip: Float = Field(0.5, ge=0, le=1)
+    rotation_deg: Float = Field(10.0, ge=0, le=180)
+    strength: Float = Field(1.0, ge=0)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class TrainParams:
+    protocol: Literal["shared", "per_attribute"] = "shared"
+    loss: Literal["mse", "smooth_l1", "huber", "mse_pearson"] = "mse"
+    huber_delta: Float = Field(1.0, gt=0)
+    pearson_weight: Float = Field(0.5, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: Float = Field(1e-3, gt=0)
+    backbone_lr_scale: Float = Field(0.1, gt=0)
+    weight_decay: Float = Field(1e-4, ge=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    batch_size: Int = Field(32, ge=1)
+    max_epochs: Int = Field(8, ge=1)
+    patience: Int = Field(3, ge=1)
+    seed: Int = 42
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    num_workers: Int = Field(0, ge=0)
+    pin_memory: Literal["auto"] | Bool = "auto"
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: Literal["auto"] | Annotated[int, Strict(), Field(ge=1)] = 1
+    num_nodes: Int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    channels_last: Literal["auto"] | Bool = "auto"
+    resume: Bool = True
+    progress_bar: Bool = True
+
+
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class TrackingParams:
     uri: Str = "sqlite:///mlflow.db"
@@ -134,27 +184,35 @@ class TrackingParams:
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class StudyParams:
     data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
 
-def _dataclass_at(loc: tuple[Any, ...]) -> type | None:
-    """The dataclass whose fields the key at `loc` belongs to, for did-you-mean hints."""
+def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], type | None]:
+    """The params.yaml key of an error location, minus pydantic's union-member tags.
+
+    Also returns the dataclass that owns the last key, for did-you-mean hints.
+    """
     cls: Any = StudyParams
-    for key in loc[:-1]:
-        cls = get_type_hints(cls).get(key)
-        if not is_dataclass(cls):
-            return None
-    return cls
+    keys: list[str] = []
+    owner = None
+    for part in loc:
+        if is_dataclass(cls) and isinstance(part, str):
+            keys.append(part)
+            owner, cls = cls, get_type_hints(cls).get(part)
+        elif isinstance(part, int):
+            keys.append(str(part))
+    return keys, owner
 
 
 def _format_error(source: str, error: dict[str, Any]) -> str:
-    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and ("[" in part or "'" in part)))
-    key = ".".join(str(part) for part in loc) or "<top level>"
+    keys, owner = _key_path(tuple(error["loc"]))
+    key = ".".join(keys) or "<top level>"
     if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         message = "unknown key"
-        owner = _dataclass_at(loc)
         if owner is not None:
-            close = difflib.get_close_matches(str(loc[-1]), [f.name for f in fields(owner)], n=1)
+            close = difflib.get_close_matches(keys[-1], [f.name for f in fields(owner)], n=1)
             if close:
                 message += f" (did you mean '{close[0]}'?)"
     else:

@@ -1,0 +1,38 @@
+"""Matplotlib figures shared by the stages (headless: the Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def learning_curves(history: pd.DataFrame) -> Figure:
+    """Losses and mean val Pearson per epoch, side by side."""
+    figure = Figure(figsize=(9, 3.5), layout="constrained")
+    losses, pearson = figure.subplots(1, 2)
+    for column in ("train_loss", "val_loss"):
+        losses.plot(history["epoch"], history[column], marker="o", label=column.replace("_", " "))
+    losses.set(xlabel="epoch", ylabel="loss (standardized units)", title="Loss")
+    losses.legend()
+    pearson.plot(history["epoch"], history["val_pearson_mean"], marker="o", color="tab:green")
+    pearson.set(xlabel="epoch", ylabel="mean Pearson r", title="Validation mean Pearson r")
+    return figure
+
+
+def prediction_scatter(human: np.ndarray, predicted: np.ndarray, attribute: str, split: str) -> Figure:
+    """Predicted against human mean rating, with r and the identity line."""
+    figure = Figure(figsize=(3.6, 3.6), layout="constrained")
+    axes = figure.subplots()
+    observed = np.isfinite(human) & np.isfinite(predicted)
+    axes.scatter(human[observed], predicted[observed], s=8, alpha=0.6)
+    low = float(np.nanmin(np.concatenate([human[observed], predicted[observed]]))) if observed.any() else 0.0
+    high = float(np.nanmax(np.concatenate([human[observed], predicted[observed]]))) if observed.any() else 1.0
+    axes.plot([low, high], [low, high], color="grey", linewidth=0.8, linestyle="--")
+    r = np.corrcoef(human[observed], predicted[observed])[0, 1] if observed.sum() > 2 else float("nan")
+    axes.set(xlabel="human mean rating", ylabel="predicted", title=f"{attribute} ({split}), r = {r:.2f}")
+    return figure

@@ -1,0 +1,1 @@
+"""Models: backbones, heads, the LightningModule, losses and metrics."""

@@ -1,0 +1,1 @@
+"""Plain nn.Modules the LightningModule is assembled from."""

@@ -1,0 +1,50 @@
+"""The whole predictor as one plain nn.Module: [0, 1] RGB images in, ratings in the data set's units out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from facetraits.models.components.backbones import Backbone
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FaceTraitsNet(nn.Module):
+    """Backbone + heads, with ImageNet normalisation and the train-split target statistics inside.
+
+    Keeping both inside the module means a saved model needs nothing else to turn pixels into ratings.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        heads: nn.Module,
+        target_mean: torch.Tensor,
+        target_std: torch.Tensor,
+        attributes: Sequence[str],
+        image_size: int,
+    ) -> None:
+        super().__init__()
+        self.attributes = tuple(attributes)
+        self.image_size = image_size
+        self.backbone = backbone
+        self.heads = heads
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.register_buffer("target_mean", target_mean.detach().clone().float())
+        self.register_buffer("target_std", target_std.detach().clone().float())
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate representation: pooled backbone features."""
+        return self.backbone((images - self.pixel_mean) / self.pixel_std)
+
+    def standardized(self, images: torch.Tensor) -> torch.Tensor:
+        """Predictions in train-split z-units, the scale the loss works on."""
+        return self.heads(self.features(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.standardized(images) * self.target_std + self.target_mean

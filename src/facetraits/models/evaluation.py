@@ -1,0 +1,135 @@
+"""What a finished training leaves behind: predictions, the metrics summary and the epoch history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from matplotlib.figure import Figure
+
+from facetraits.data.prepared import PreparedData
+from facetraits.figures import learning_curves, prediction_scatter
+from facetraits.files import atomic_path, atomic_write_json
+from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.face_module import MONITOR, load_module
+from facetraits.models.metrics import METRIC_NAMES
+from facetraits.models.training import FitResult, predict_images
+
+
+def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarray:
+    """(N, A) predicted ratings in data.attributes order, each attribute from the model that learned it."""
+    predicted = np.full((len(data.faces), len(data.attributes)), np.nan, dtype=np.float64)
+    for fit in fits:
+        net = load_module(fit.best_checkpoint).net
+        columns = [data.attributes.index(a) for a in fit.attributes]
+        predicted[:, columns] = predict_images(net, data.images)
+    return predicted
+
+
+def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame:
+    """Long table for scatter plots: one row per face and attribute, the human mean next to the prediction."""
+    attributes = list(data.attributes)
+    return pd.DataFrame(
+        {
+            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
+            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
+            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
+            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
+            "predicted": predicted.reshape(-1),
+        }
+    )
+
+
+def best_epoch(fit: FitResult) -> dict[str, float]:
+    return fit.history.loc[fit.history[MONITOR].idxmax()].to_dict()
+
+
+def summary_metrics(fits: Sequence[FitResult]) -> dict[str, Any]:
+    """results/train/metrics.json: test and best-epoch val scores per attribute, with their means."""
+    summary: dict[str, Any] = {}
+    for split in ("val", "test"):
+        per_attribute: dict[str, dict[str, float]] = {name: {} for name in METRIC_NAMES}
+        for fit in fits:
+            source = fit.test if split == "test" else best_epoch(fit)
+            for name in METRIC_NAMES:
+                for attribute in fit.attributes:
+                    per_attribute[name][attribute] = round(float(source[f"{split}/{name}/{attribute}"]), 6)
+        summary[split] = {
+            **{f"{name}_mean": round(float(np.mean(list(values.values()))), 6) for name, values in per_attribute.items()},
+            **per_attribute,
+        }
+    summary["epochs"] = {",".join(fit.attributes) if len(fits) > 1 else "all": len(fit.history) for fit in fits}
+    return summary
+
+
+def history_table(fits: Sequence[FitResult]) -> pd.DataFrame:
+    """Per-epoch curves for DVC plots: epoch, train_loss, val_loss, val_pearson_mean (averaged over fits)."""
+    columns = {"train/loss": "train_loss", "val/loss": "val_loss", MONITOR: "val_pearson_mean"}
+    frames = [fit.history[["epoch", *columns]].rename(columns=columns) for fit in fits]
+    return pd.concat(frames).groupby("epoch", as_index=False).mean().astype({"epoch": int})
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    summary: dict[str, Any]
+    flat_metrics: dict[str, float]
+    artifacts: list[tuple[Path, str]]
+
+
+def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """MLflow keys as the UI charts them: test/pearson/happy, test/pearson_mean, ..."""
+    flat: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        flat[f"test/{name}_mean"] = summary["test"][f"{name}_mean"]
+        flat.update({f"test/{name}/{a}": v for a, v in summary["test"][name].items()})
+    return flat
+
+
+def _save_figure(figure: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    return path
+
+
+def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
+    """metrics.json, history.csv, predictions.csv and figures under out_dir, each written atomically."""
+    out_dir = Path(out_dir)
+    summary = summary_metrics(fits)
+    atomic_write_json(out_dir / "metrics.json", summary)
+    history = history_table(fits)
+    with atomic_path(out_dir / "history.csv") as tmp:
+        history.to_csv(tmp, index=False)
+    table = predictions_table(data, predict_all_faces(data, fits))
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    figures = out_dir / "figures"
+    artifacts = [(out_dir / "metrics.json", "train"), (out_dir / "history.csv", "train"), (out_dir / "predictions.csv", "train")]
+    artifacts.append((_save_figure(learning_curves(history), figures / "learning_curves.png"), "train/figures"))
+    test = table[table["split"] == "test"]
+    for attribute, rows in test.groupby("attribute", sort=False):
+        figure = prediction_scatter(rows["human"].to_numpy(), rows["predicted"].to_numpy(), str(attribute), "test")
+        artifacts.append((_save_figure(figure, figures / "scatter" / f"{attribute}.png"), "train/figures/scatter"))
+    return TrainOutputs(summary=summary, flat_metrics=flat_test_metrics(summary), artifacts=artifacts)
+
+
+def example_batch(net: FaceTraitsNet, count: int = 2) -> torch.Tensor:
+    """A [0, 1] image batch of the model's input shape, for MLflow's signature."""
+    return torch.rand(count, 3, net.image_size, net.image_size, generator=torch.Generator().manual_seed(0))
+
+
+def model_metadata(net: FaceTraitsNet) -> dict[str, Any]:
+    """What a user of the logged model needs: the attribute order, input size and target statistics."""
+    return {
+        "attributes": list(net.attributes),
+        "image_size": net.image_size,
+        "input": "float32 RGB in [0, 1], shape (batch, 3, image_size, image_size); faces squared as in prepare",
+        "output": "ratings in the data set's units, one column per attribute",
+        "target_mean": net.target_mean.tolist(),
+        "target_std": net.target_std.tolist(),
+    }

@@ -1,0 +1,130 @@
+"""LightningModule: multi-attribute regression on a shared backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from facetraits.errors import ConfigError
+from facetraits.models.components.backbones import build_backbone
+from facetraits.models.components.heads import build_heads
+from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.losses import regression_loss
+from facetraits.models.metrics import AttributeMetrics
+
+MONITOR = "val/pearson_mean"
+
+
+class FaceTraitsModule(L.LightningModule):
+    """Hyperparameters are plain dicts and lists, so checkpoints load with `weights_only=True`.
+
+    model: backbone, weights, trainable_blocks, head, head_hidden, dropout.
+    optim: loss, huber_delta, pearson_weight, optimizer, lr, backbone_lr_scale, weight_decay, momentum,
+    scheduler, max_epochs.
+    """
+
+    def __init__(
+        self,
+        attributes: Sequence[str],
+        target_mean: Sequence[float],
+        target_std: Sequence[float],
+        image_size: int,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.attributes = list(attributes)
+        backbone = build_backbone(model["backbone"], model["weights"], model["trainable_blocks"], image_size)
+        heads = build_heads(model["head"], backbone.feature_dim, len(attributes), model["head_hidden"], model["dropout"])
+        self.net = FaceTraitsNet(
+            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size
+        )
+        self.loss = regression_loss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
+        self.val_metrics = AttributeMetrics(attributes)
+        self.test_metrics = AttributeMetrics(attributes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _standardize(self, targets: torch.Tensor) -> torch.Tensor:
+        return (targets - self.net.target_mean) / self.net.target_std
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets, _ = batch
+        loss = self.loss(self.net.standardized(images), self._standardize(targets))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[torch.Tensor, ...], split: str, metrics: AttributeMetrics) -> None:
+        images, targets, index = batch
+        standardized = self.net.standardized(images)
+        loss = self.loss(standardized, self._standardize(targets))
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
+        metrics.update(standardized * self.net.target_std + self.net.target_mean, targets, index)
+
+    def _log_metrics(self, split: str, metrics: AttributeMetrics) -> None:
+        values = metrics.compute()
+        values.pop("count")
+        self.log(f"{split}/pearson_mean", values.pop("pearson_mean"), prog_bar=True)
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()})
+        metrics.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, _, index = batch
+        return index, self.net(images)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.hparams.optim
+        backbone = [p for p in self.net.backbone.parameters() if p.requires_grad]
+        groups = [{"params": list(self.net.heads.parameters()), "lr": optim["lr"]}]
+        if backbone:
+            groups.append({"params": backbone, "lr": optim["lr"] * optim["backbone_lr_scale"]})
+        if optim["optimizer"] == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=optim["momentum"], weight_decay=optim["weight_decay"])
+        elif optim["optimizer"] == "adam":
+            optimizer = torch.optim.Adam(groups, weight_decay=optim["weight_decay"])
+        else:
+            optimizer = torch.optim.AdamW(groups, weight_decay=optim["weight_decay"])
+        if optim["scheduler"] == "none":
+            return {"optimizer": optimizer}
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim["max_epochs"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def load_module(checkpoint: Path, map_location: str | torch.device = "cpu") -> FaceTraitsModule:
+    """Rebuild a trained module from a checkpoint without unpickling code (weights_only) or fetching weights."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint}: checkpoint not found")
+    try:
+        content = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours
+        raise ConfigError(f"{checkpoint}: not a loadable facetraits checkpoint: {exc}") from None
+    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
+    expected = {"attributes", "target_mean", "target_std", "image_size", "model", "optim"}
+    if not isinstance(hparams, dict) or not expected <= set(hparams):
+        raise ConfigError(f"{checkpoint}: not a facetraits checkpoint (hyper_parameters lack {sorted(expected)})")
+    hparams = {key: hparams[key] for key in expected}
+    module = FaceTraitsModule(**{**hparams, "model": {**hparams["model"], "weights": "none"}})
+    try:
+        module.load_state_dict(content["state_dict"])
+    except RuntimeError as exc:
+        raise ConfigError(f"{checkpoint}: weights do not fit the model it describes: {exc}") from None
+    return module.eval()

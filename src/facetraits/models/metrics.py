@@ -1,0 +1,74 @@
+"""Epoch-level regression metrics per attribute, exact under DDP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.functional import mean_absolute_error, pearson_corrcoef, r2_score, spearman_corrcoef
+from torchmetrics.utilities import dim_zero_cat
+
+METRIC_NAMES = ("pearson", "spearman", "mae", "r2")
+
+
+class AttributeMetrics(Metric):
+    """Pearson r, Spearman rho, MAE and R² for each attribute over a whole split, and their means.
+
+    Every sample carries its data-set index: the DDP sampler pads a split by repeating samples, and
+    dropping repeated indices after the gather makes the result equal the single-process one.
+    Missing ratings (NaN) are left out attribute by attribute.
+    """
+
+    full_state_update = False
+
+    def __init__(self, attributes: Sequence[str]) -> None:
+        super().__init__()
+        self.attributes = tuple(attributes)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("index", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        self.preds.append(preds.detach().float())
+        self.target.append(target.detach().float())
+        self.index.append(index.detach())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        index = dim_zero_cat(self.index)
+        unique, first = _first_occurrence(index)
+        preds, target = dim_zero_cat(self.preds)[first], dim_zero_cat(self.target)[first]
+        result: dict[str, torch.Tensor] = {"count": torch.tensor(float(len(unique)))}
+        per_metric: dict[str, list[torch.Tensor]] = {name: [] for name in METRIC_NAMES}
+        for column, attribute in enumerate(self.attributes):
+            observed = ~torch.isnan(target[:, column])
+            values = attribute_scores(preds[observed, column], target[observed, column])
+            for name, value in values.items():
+                result[f"{name}/{attribute}"] = value
+                per_metric[name].append(value)
+        for name, values in per_metric.items():
+            result[f"{name}_mean"] = torch.stack(values).mean()
+        return result
+
+
+def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    unique, inverse = torch.unique(index, return_inverse=True)
+    positions = torch.arange(len(index), device=index.device)
+    first = torch.full((len(unique),), len(index), device=index.device, dtype=positions.dtype)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return unique, first
+
+
+def attribute_scores(preds: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scores of one attribute; a correlation that is undefined (constant predictions, < 2 faces) counts as 0."""
+    if len(target) < 2:
+        nan = torch.tensor(float("nan"), device=preds.device)
+        return {"pearson": torch.zeros_like(nan), "spearman": torch.zeros_like(nan), "mae": nan, "r2": nan}
+    constant = bool(preds.std() < 1e-12) or bool(target.std() < 1e-12)
+    zero = torch.zeros((), device=preds.device)
+    return {
+        "pearson": zero if constant else torch.nan_to_num(pearson_corrcoef(preds, target), nan=0.0),
+        "spearman": zero if constant else torch.nan_to_num(spearman_corrcoef(preds, target), nan=0.0),
+        "mae": mean_absolute_error(preds, target),
+        "r2": r2_score(preds, target),
+    }

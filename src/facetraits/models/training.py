@@ -1,0 +1,242 @@
+"""Fit, evaluate and predict: the train stage's work, for the shared backbone or one model per attribute."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+
+from facetraits.config import ModelParams, TrainParams
+from facetraits.data.face_datamodule import FaceDataModule
+from facetraits.data.prepared import PreparedData
+from facetraits.files import atomic_write_json
+from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
+
+STATE_FILE = "train_state.json"
+BEST = "best"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """train.* 'auto' choices resolved for the machine at hand."""
+
+    accelerator: str
+    precision: str
+    channels_last: bool
+    pin_memory: bool
+
+    @classmethod
+    def resolve(cls, train: TrainParams) -> Runtime:
+        gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+        return cls(
+            accelerator="gpu" if gpu else "cpu",
+            precision=("bf16-mixed" if gpu else "32-true") if train.precision == "auto" else train.precision,
+            channels_last=gpu if train.channels_last == "auto" else train.channels_last,
+            pin_memory=gpu if train.pin_memory == "auto" else train.pin_memory,
+        )
+
+
+class EpochHistory(Callback):
+    """Epoch-level train/val metrics as rows; kept in checkpoints so a resumed run has its whole history."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": float(trainer.current_epoch)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
+        self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+@dataclass(frozen=True)
+class FitResult:
+    attributes: tuple[str, ...]
+    best_checkpoint: Path
+    history: pd.DataFrame
+    test: dict[str, float]
+    resumed_from_epoch: int | None
+    seconds: float
+
+
+def target_statistics(faces: pd.DataFrame, attributes: Sequence[str], train_rows: np.ndarray) -> tuple[list[float], list[float]]:
+    """Train-split mean and sd per attribute (NaN-aware); a constant attribute gets sd 1 to stay finite."""
+    values = faces[list(attributes)].to_numpy(dtype=np.float64)[train_rows]
+    mean = np.nanmean(values, axis=0)
+    std = np.nanstd(values, axis=0)
+    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+    return mean.tolist(), std.tolist()
+
+
+def run_signature(**parts: Any) -> str:
+    """Identifies a training configuration, so only an interrupted run of the same one is resumed."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _resume_checkpoint(checkpoint_dir: Path, signature: str, resume: bool) -> Path | None:
+    state_file, last = checkpoint_dir / STATE_FILE, checkpoint_dir / "last.ckpt"
+    if resume and state_file.is_file() and last.is_file():
+        state = json.loads(state_file.read_text())
+        if state.get("signature") == signature and not state.get("complete"):
+            return last
+    for stale in checkpoint_dir.glob("*.ckpt"):
+        stale.unlink()
+    return None
+
+
+def build_datamodule(data: PreparedData, attributes: Sequence[str], train: TrainParams, runtime: Runtime) -> FaceDataModule:
+    return FaceDataModule(
+        prepared_dir=str(data.root),
+        attributes=attributes,
+        batch_size=train.batch_size,
+        augment=dataclasses.asdict(train.augment),
+        num_workers=train.num_workers,
+        pin_memory=runtime.pin_memory,
+        channels_last=runtime.channels_last,
+    )
+
+
+def build_trainer(train: TrainParams, runtime: Runtime, callbacks: list[Callback], logger: Logger | bool, root: Path) -> L.Trainer:
+    return L.Trainer(
+        accelerator=runtime.accelerator,
+        devices=train.devices,
+        num_nodes=train.num_nodes,
+        strategy=train.strategy,
+        precision=runtime.precision,
+        max_epochs=train.max_epochs,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=root,
+        enable_progress_bar=train.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+
+
+def train_study(
+    data: PreparedData,
+    model: ModelParams,
+    train: TrainParams,
+    checkpoint_dir: Path,
+    logger_for: Callable[[str | None], Logger | bool] = lambda prefix: False,
+    extra_callbacks: Sequence[Callback] = (),
+) -> list[FitResult]:
+    """The shared backbone (one fit, every attribute) or the paper's protocol: one model per attribute."""
+    if train.protocol == "shared":
+        return [fit_attributes(data, data.attributes, model, train, checkpoint_dir, logger_for(None), extra_callbacks)]
+    return [
+        fit_attributes(data, [attribute], model, train, checkpoint_dir / attribute, logger_for(attribute), extra_callbacks)
+        for attribute in data.attributes
+    ]
+
+
+def fit_attributes(
+    data: PreparedData,
+    attributes: Sequence[str],
+    model: ModelParams,
+    train: TrainParams,
+    checkpoint_dir: Path,
+    logger: Logger | bool = False,
+    extra_callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Train one multi-output model on the train split, select by mean val Pearson, score on test."""
+    started = time.perf_counter()
+    runtime = Runtime.resolve(train)
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    mean, std = target_statistics(data.faces, attributes, data.indices("train"))
+    image_size = int(data.images.shape[1])
+    module = FaceTraitsModule(
+        attributes=list(attributes),
+        target_mean=mean,
+        target_std=std,
+        image_size=image_size,
+        model=dataclasses.asdict(model),
+        optim={
+            "loss": train.loss,
+            "huber_delta": train.huber_delta,
+            "pearson_weight": train.pearson_weight,
+            "optimizer": train.optimizer,
+            "lr": train.lr,
+            "backbone_lr_scale": train.backbone_lr_scale,
+            "weight_decay": train.weight_decay,
+            "momentum": train.momentum,
+            "scheduler": train.scheduler,
+            "max_epochs": train.max_epochs,
+        },
+    )
+    if runtime.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    datamodule = build_datamodule(data, attributes, train, runtime)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    signature = run_signature(
+        attributes=list(attributes), model=dataclasses.asdict(model), train=dataclasses.asdict(train),
+        fingerprint=data.meta.get("fingerprint"),
+    )  # fmt: skip
+    resume_from = _resume_checkpoint(checkpoint_dir, signature, train.resume)
+    resumed_epoch = None
+    if resume_from is not None:
+        resumed_epoch = int(torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"])
+    history = EpochHistory()
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename=BEST, monitor=MONITOR, mode="max", save_last=True, enable_version_counter=False
+    )
+    stopper = EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)
+    trainer = build_trainer(train, runtime, [checkpoint, stopper, history, *extra_callbacks], logger, checkpoint_dir)
+    if trainer.is_global_zero:
+        atomic_write_json(checkpoint_dir / STATE_FILE, {"signature": signature, "complete": False})
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    best = Path(checkpoint.best_model_path)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
+    if trainer.is_global_zero:
+        atomic_write_json(checkpoint_dir / STATE_FILE, {"signature": signature, "complete": True})
+    return FitResult(
+        attributes=tuple(attributes),
+        best_checkpoint=best,
+        history=pd.DataFrame(history.rows),
+        test={k: float(v) for k, v in results[0].items()},
+        resumed_from_epoch=resumed_epoch,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@torch.no_grad()
+def predict_images(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(N, A) ratings for uint8 (N, S, S, 3) faces, streamed batch by batch (a memory map stays on disk)."""
+    device = next(net.parameters()).device
+    net.eval()
+    out = [np.zeros((0, len(net.attributes)), dtype=np.float32)]
+    for begin in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[begin : begin + batch_size])).to(device)
+        out.append(net(batch.permute(0, 3, 1, 2).float().div(255)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def test_checkpoint(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:
+    """Test-split metrics of a saved model on the devices/strategy `train` asks for (DDP included)."""
+    module = load_module(checkpoint)
+    runtime = Runtime.resolve(train)
+    trainer = build_trainer(train, runtime, [], False, checkpoint.parent)
+    results = trainer.test(module, datamodule=build_datamodule(data, module.attributes, train, runtime), verbose=False)
+    return {k: float(v) for k, v in results[0].items()}

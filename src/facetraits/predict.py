@@ -1,0 +1,82 @@
+"""Predict every attribute for image files with a trained model (checkpoint or MLflow model URI)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facetraits.data.images import load_face
+from facetraits.errors import ConfigError
+from facetraits.models.face_module import load_module
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A model that maps a [0, 1] image batch to ratings, with what is needed to feed it."""
+
+    model: Callable[[torch.Tensor], torch.Tensor]
+    attributes: tuple[str, ...]
+    image_size: int
+
+
+def load_predictor(model: str) -> Predictor:
+    """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/..., a model folder)."""
+    path = Path(model)
+    if path.is_file():
+        net = load_module(path).net
+        return Predictor(net, net.attributes, net.image_size)
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    try:
+        metadata = get_model_info(model).metadata or {}
+        loaded = mlflow.pytorch.load_model(model)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {exc}") from None
+    if "attributes" not in metadata or "image_size" not in metadata:
+        raise ConfigError(f"--model: MLflow model '{model}' was not logged by facetraits (no attributes in its metadata)")
+    return Predictor(loaded, tuple(metadata["attributes"]), int(metadata["image_size"]))
+
+
+def collect_images(paths: Sequence[Path]) -> list[Path]:
+    """Image files named directly or found (recursively, sorted) in named folders."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ConfigError(f"{path}: no such image file or folder")
+    if not found:
+        raise ConfigError(f"no image files in {[str(p) for p in paths]}")
+    return found
+
+
+@torch.no_grad()
+def predict_files(
+    predictor: Predictor,
+    files: Sequence[Path],
+    batch_size: int = 32,
+    square: Literal["crop", "pad"] = "pad",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> pd.DataFrame:
+    """One row per image: its path, then one predicted rating per attribute."""
+    rows = []
+    for begin in range(0, len(files), batch_size):
+        batch = np.stack([load_face(f, predictor.image_size, square, max_pixels) for f in files[begin : begin + batch_size]])
+        images = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
+        rows.append(predictor.model(images).float().numpy())
+    table = pd.DataFrame(np.concatenate(rows), columns=list(predictor.attributes))
+    table.insert(0, "image", [str(f) for f in files])
+    return table

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from facetraits.models.metrics import AttributeMetrics
+
+
+def test_per_attribute_scores_match_scipy_and_skip_missing() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(40, 2))
+    preds = target + rng.normal(scale=0.5, size=(40, 2))
+    target[[3, 9], 1] = np.nan
+    metric = AttributeMetrics(["happy", "dominant"])
+    for chunk in np.array_split(np.arange(40), 3):
+        metric.update(torch.tensor(preds[chunk]), torch.tensor(target[chunk]), torch.tensor(chunk))
+    result = {k: float(v) for k, v in metric.compute().items()}
+    for column, name in enumerate(["happy", "dominant"]):
+        keep = ~np.isnan(target[:, column])
+        p, t = preds[keep, column], target[keep, column]
+        assert result[f"pearson/{name}"] == pytest.approx(stats.pearsonr(p, t)[0], abs=1e-5)
+        assert result[f"spearman/{name}"] == pytest.approx(stats.spearmanr(p, t)[0], abs=1e-5)
+        assert result[f"mae/{name}"] == pytest.approx(np.abs(p - t).mean(), abs=1e-5)
+        assert result[f"r2/{name}"] == pytest.approx(1 - ((t - p) ** 2).sum() / ((t - t.mean()) ** 2).sum(), abs=1e-5)
+    assert result["pearson_mean"] == pytest.approx((result["pearson/happy"] + result["pearson/dominant"]) / 2)
+    assert result["count"] == 40
+
+
+def test_repeated_indices_count_once() -> None:
+    """What DistributedSampler padding produces: the first samples again at the end."""
+    target = torch.arange(10, dtype=torch.float32).unsqueeze(1)
+    preds = target * 2 + torch.tensor([0.3, -0.2, 0.1, 0.0, 0.5, -0.4, 0.2, 0.1, -0.1, 0.3]).unsqueeze(1)
+    clean, padded = AttributeMetrics(["a"]), AttributeMetrics(["a"])
+    clean.update(preds, target, torch.arange(10))
+    padded.update(preds, target, torch.arange(10))
+    padded.update(preds[:3] + 100, target[:3], torch.arange(3))
+    assert {k: float(v) for k, v in padded.compute().items()} == {k: float(v) for k, v in clean.compute().items()}
+
+
+def test_constant_predictions_score_zero_not_nan() -> None:
+    metric = AttributeMetrics(["a"])
+    metric.update(torch.ones(6, 1), torch.arange(6, dtype=torch.float32).unsqueeze(1), torch.arange(6))
+    assert float(metric.compute()["pearson/a"]) == 0.0
