@@ -3,14 +3,14 @@ import math
 import pytest
 import torch
 
-from facetraits.models.losses import masked_pearson, regression_loss
+from facetraits.models.losses import masked_pearson, MaskedRegressionLoss
 
 
 def test_mse_ignores_missing_ratings() -> None:
     preds = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     target = torch.tensor([[1.5, float("nan")], [3.0, 5.0]])
     # observed squared errors: 0.25, 0, 1 -> mean over the 3 observed cells
-    assert regression_loss("mse")(preds, target).item() == pytest.approx((0.25 + 0 + 1) / 3)
+    assert MaskedRegressionLoss("mse")(preds, target).item() == pytest.approx((0.25 + 0 + 1) / 3)
 
 
 def test_missing_ratings_get_no_gradient() -> None:
@@ -18,17 +18,17 @@ def test_missing_ratings_get_no_gradient() -> None:
     target = torch.tensor([[1.0, float("nan")], [2.0, float("nan")], [3.0, 1.0]])
     for name in ("mse", "smooth_l1", "huber", "mse_pearson"):
         preds.grad = None
-        regression_loss(name)(preds, target).backward()
+        MaskedRegressionLoss(name)(preds, target).backward()
         assert torch.isfinite(preds.grad).all()
         assert preds.grad[0, 1] == 0 and preds.grad[1, 1] == 0, name
 
 
 def test_robust_losses_match_torch_on_complete_targets() -> None:
     preds, target = torch.randn(16, 3), torch.randn(16, 3) * 3
-    assert regression_loss("huber", huber_delta=0.7)(preds, target) == pytest.approx(
+    assert MaskedRegressionLoss("huber", huber_delta=0.7)(preds, target) == pytest.approx(
         torch.nn.functional.huber_loss(preds, target, delta=0.7).item()
     )
-    assert regression_loss("smooth_l1", huber_delta=0.7)(preds, target) == pytest.approx(
+    assert MaskedRegressionLoss("smooth_l1", huber_delta=0.7)(preds, target) == pytest.approx(
         torch.nn.functional.smooth_l1_loss(preds, target, beta=0.7).item()
     )
 
@@ -38,7 +38,7 @@ def test_pearson_term_adds_weighted_one_minus_r() -> None:
     preds = torch.tensor([[2.0], [1.0], [4.0], [3.0]])
     r = torch.corrcoef(torch.stack([preds[:, 0], target[:, 0]]))[0, 1].item()
     mse = torch.mean((preds - target) ** 2).item()
-    assert regression_loss("mse_pearson", pearson_weight=0.3)(preds, target).item() == pytest.approx(mse + 0.3 * (1 - r))
+    assert MaskedRegressionLoss("mse_pearson", pearson_weight=0.3)(preds, target).item() == pytest.approx(mse + 0.3 * (1 - r))
 
 
 def test_masked_pearson_equals_pearson_of_observed_pairs_and_zero_when_undefined() -> None:
@@ -53,4 +53,4 @@ def test_masked_pearson_equals_pearson_of_observed_pairs_and_zero_when_undefined
 
 def test_unknown_loss_is_named() -> None:
     with pytest.raises(ValueError, match="unknown loss 'l3'"):
-        regression_loss("l3")
+        MaskedRegressionLoss("l3")

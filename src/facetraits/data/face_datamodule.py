@@ -36,7 +36,7 @@ class FaceArrayDataset(Dataset):
         if self._images is None:
             self._images = np.load(self.images_path, mmap_mode="r")
         index = int(self.indices[item])
-        image = torch.from_numpy(np.ascontiguousarray(self._images[index])).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(self._images[index])).permute(2, 0, 1)
         return image, self.targets[index], index
 
 

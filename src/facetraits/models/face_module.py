@@ -13,7 +13,7 @@ from facetraits.errors import ConfigError
 from facetraits.models.components.backbones import build_backbone
 from facetraits.models.components.heads import build_heads
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.losses import regression_loss
+from facetraits.models.losses import MaskedRegressionLoss
 from facetraits.models.metrics import AttributeMetrics
 
 MONITOR = "val/pearson_mean"
@@ -44,7 +44,7 @@ class FaceTraitsModule(L.LightningModule):
         self.net = FaceTraitsNet(
             backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size
         )
-        self.loss = regression_loss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
+        self.loss = MaskedRegressionLoss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 LOSS_NAMES = ("mse", "smooth_l1", "huber", "mse_pearson")
@@ -26,25 +25,25 @@ def masked_pearson(preds: torch.Tensor, target: torch.Tensor, observed: torch.Te
     return torch.where(scale > 1e-12, covariance / scale, torch.zeros_like(covariance))
 
 
-def regression_loss(
-    name: str, huber_delta: float = 1.0, pearson_weight: float = 0.5
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+class MaskedRegressionLoss(nn.Module):
     """loss(preds, target) with NaN targets masked out; `mse_pearson` adds weight * mean(1 - r) (the paper's loss)."""
-    if name not in LOSS_NAMES:
-        raise ValueError(f"train.loss: unknown loss '{name}'; known: {LOSS_NAMES}")
 
-    def loss(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def __init__(self, name: str, huber_delta: float = 1.0, pearson_weight: float = 0.5) -> None:
+        super().__init__()
+        if name not in LOSS_NAMES:
+            raise ValueError(f"train.loss: unknown loss '{name}'; known: {LOSS_NAMES}")
+        self.name, self.huber_delta, self.pearson_weight = name, huber_delta, pearson_weight
+
+    def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         observed = ~torch.isnan(target)
         filled = torch.where(observed, target, preds.detach())
-        if name == "smooth_l1":
-            elementwise = F.smooth_l1_loss(preds, filled, reduction="none", beta=huber_delta)
-        elif name == "huber":
-            elementwise = F.huber_loss(preds, filled, reduction="none", delta=huber_delta)
+        if self.name == "smooth_l1":
+            elementwise = F.smooth_l1_loss(preds, filled, reduction="none", beta=self.huber_delta)
+        elif self.name == "huber":
+            elementwise = F.huber_loss(preds, filled, reduction="none", delta=self.huber_delta)
         else:
             elementwise = F.mse_loss(preds, filled, reduction="none")
         value = _masked_mean(elementwise, observed)
-        if name == "mse_pearson":
-            value = value + pearson_weight * (1 - masked_pearson(preds, filled, observed)).mean()
+        if self.name == "mse_pearson":
+            value = value + self.pearson_weight * (1 - masked_pearson(preds, filled, observed)).mean()
         return value
-
-    return loss

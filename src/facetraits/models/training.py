@@ -27,6 +27,7 @@ from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
 
 STATE_FILE = "train_state.json"
 BEST = "best"
+LAST = "last"
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def run_signature(**parts: Any) -> str:
 
 
 def _resume_checkpoint(checkpoint_dir: Path, signature: str, resume: bool) -> Path | None:
-    state_file, last = checkpoint_dir / STATE_FILE, checkpoint_dir / "last.ckpt"
+    state_file, last = checkpoint_dir / STATE_FILE, checkpoint_dir / f"{LAST}.ckpt"
     if resume and state_file.is_file() and last.is_file():
         state = json.loads(state_file.read_text())
         if state.get("signature") == signature and not state.get("complete"):
@@ -200,13 +201,18 @@ def fit_attributes(
         resumed_epoch = int(torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"])
     history = EpochHistory()
     checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir, filename=BEST, monitor=MONITOR, mode="max", save_last=True, enable_version_counter=False
-    )
+        dirpath=checkpoint_dir, filename=BEST, monitor=MONITOR, mode="max", save_weights_only=True,
+        enable_version_counter=False,
+    )  # fmt: skip
+    # save_last only fires when `best` improves; resuming needs every epoch, with the optimizer state
+    latest = ModelCheckpoint(dirpath=checkpoint_dir, filename=LAST, monitor=None, enable_version_counter=False)
     stopper = EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)
-    trainer = build_trainer(train, runtime, [checkpoint, stopper, history, *extra_callbacks], logger, checkpoint_dir)
+    callbacks = [checkpoint, latest, stopper, history, *extra_callbacks]
+    trainer = build_trainer(train, runtime, callbacks, logger, checkpoint_dir)
     if trainer.is_global_zero:
         atomic_write_json(checkpoint_dir / STATE_FILE, {"signature": signature, "complete": False})
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    epochs = pd.DataFrame(history.rows)  # before test(): restoring the best checkpoint rewinds the callback
     best = Path(checkpoint.best_model_path)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
     if trainer.is_global_zero:
@@ -214,7 +220,7 @@ def fit_attributes(
     return FitResult(
         attributes=tuple(attributes),
         best_checkpoint=best,
-        history=pd.DataFrame(history.rows),
+        history=epochs,
         test={k: float(v) for k, v in results[0].items()},
         resumed_from_epoch=resumed_epoch,
         seconds=time.perf_counter() - started,
@@ -233,7 +239,7 @@ def predict_images(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64)
     return np.concatenate(out)
 
 
-def test_checkpoint(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:
+def evaluate_checkpoint(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:
     """Test-split metrics of a saved model on the devices/strategy `train` asks for (DDP included)."""
     module = load_module(checkpoint)
     runtime = Runtime.resolve(train)

@@ -1,0 +1,83 @@
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+
+from facetraits.models.training import STATE_FILE, fit_attributes, evaluate_checkpoint, train_study
+from tests.models.conftest import tiny_params
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _KillAtEpoch(L.Callback):
+    """Stands in for a SIGKILL: stop the run once `epoch` starts (the previous epoch is checkpointed)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise _Interrupt
+
+
+def test_training_loss_decreases(tiny_data, tmp_path) -> None:
+    params = tiny_params(
+        model={"backbone": "vgg16_bn", "trainable_blocks": 5}, train={"max_epochs": 5, "backbone_lr_scale": 1.0, "patience": 10}
+    )
+    fit = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
+    losses = fit.history["train/loss"].to_numpy()
+    assert len(losses) == 5
+    assert losses[-1] < losses[0] * 0.9
+
+
+def test_resume_from_last_checkpoint_continues_the_epoch_count(tiny_data, tmp_path) -> None:
+    params = tiny_params(train={"max_epochs": 3, "patience": 10})
+    with pytest.raises(_Interrupt):
+        fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path, extra_callbacks=[_KillAtEpoch(2)])
+    assert (tmp_path / "last.ckpt").is_file()
+    assert json.loads((tmp_path / STATE_FILE).read_text())["complete"] is False
+    resumed = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
+    assert resumed.resumed_from_epoch == 1
+    assert list(resumed.history["epoch"]) == [0, 1, 2]
+    assert json.loads((tmp_path / STATE_FILE).read_text())["complete"] is True
+
+
+def test_a_finished_or_different_run_is_not_resumed(tiny_data, tmp_path) -> None:
+    params = tiny_params(train={"max_epochs": 2})
+    fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
+    again = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
+    assert again.resumed_from_epoch is None and len(again.history) == 2
+    with pytest.raises(_Interrupt):
+        fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path, extra_callbacks=[_KillAtEpoch(1)])
+    other = tiny_params(train={"max_epochs": 2, "lr": 0.01})
+    assert fit_attributes(tiny_data, tiny_data.attributes, other.model, other.train, tmp_path).resumed_from_epoch is None
+
+
+def test_per_attribute_protocol_trains_one_model_each(tiny_data, tmp_path) -> None:
+    params = tiny_params(train={"protocol": "per_attribute"})
+    subset = type(tiny_data)(tiny_data.root, tiny_data.images, tiny_data.faces, {**tiny_data.meta, "attributes": ["happy", "dominant"]})
+    fits = train_study(subset, params.model, params.train, tmp_path)
+    assert [fit.attributes for fit in fits] == [("happy",), ("dominant",)]
+    assert (tmp_path / "happy" / "best.ckpt").is_file() and (tmp_path / "dominant" / "best.ckpt").is_file()
+    assert set(fits[0].test) >= {"test/pearson/happy", "test/mae/happy"}
+    assert not any("dominant" in key for key in fits[0].test)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gives_the_single_process_test_metrics(tiny_data, tmp_path) -> None:
+    params = tiny_params()
+    fit = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
+    assert len(tiny_data.indices("test")) % 2 == 1, "an odd test split makes the DDP sampler pad with a repeat"
+    single = evaluate_checkpoint(tiny_data, fit.best_checkpoint, params.train)
+    ddp = evaluate_checkpoint(
+        tiny_data, fit.best_checkpoint, tiny_params(train={"devices": 2, "strategy": "ddp_spawn", "accelerator": "cpu"}).train
+    )
+    assert set(ddp) == set(single)
+    for key, value in single.items():
+        if "loss" in key:
+            continue  # mean of per-process batch losses: weighting differs by design
+        assert ddp[key] == pytest.approx(value, abs=1e-5), key
+    assert np.isfinite(list(single.values())).all()
