@@ -2,6 +2,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# A research workflow should not phone home (and these machines have no internet).
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
 
 .PHONY: study test clean-venv
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from facetraits.config import StudyParams, TrackingParams, parse_params
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 OMI_DEV = REPO.parent / "shared" / "datasets" / "omi"

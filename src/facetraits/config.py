@@ -129,9 +129,9 @@ BackboneName = Literal["vgg16", "vgg16_bn", "resnet18", "resnet50", "vit_b_16"]
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class ModelParams:
-    backbone: BackboneName = "vgg16"
+    backbone: BackboneName = "vgg16_bn"
     weights: Str = "none"
-    trainable_blocks: Int = Field(1, ge=0, le=5)
+    trainable_blocks: Int = Field(5, ge=0, le=5)
     head: Literal["linear", "mlp"] = "mlp"
     head_hidden: Int = Field(128, ge=1)
     dropout: Float = Field(0.2, ge=0, lt=1)
@@ -152,7 +152,7 @@ class TrainParams:
     pearson_weight: Float = Field(0.5, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: Float = Field(1e-3, gt=0)
-    backbone_lr_scale: Float = Field(0.1, gt=0)
+    backbone_lr_scale: Float = Field(1.0, gt=0)
     weight_decay: Float = Field(1e-4, ge=0)
     momentum: Float = Field(0.9, ge=0, lt=1)
     scheduler: Literal["cosine", "none"] = "cosine"
@@ -166,7 +166,7 @@ class TrainParams:
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     devices: Literal["auto"] | Annotated[int, Strict(), Field(ge=1)] = 1
     num_nodes: Int = Field(1, ge=1)
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork"] = "auto"
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: Literal["auto"] | Bool = "auto"
     resume: Bool = True

@@ -73,7 +73,7 @@ def test_two_process_ddp_gives_the_single_process_test_metrics(tiny_data, tmp_pa
     assert len(tiny_data.indices("test")) % 2 == 1, "an odd test split makes the DDP sampler pad with a repeat"
     single = evaluate_checkpoint(tiny_data, fit.best_checkpoint, params.train)
     ddp = evaluate_checkpoint(
-        tiny_data, fit.best_checkpoint, tiny_params(train={"devices": 2, "strategy": "ddp_spawn", "accelerator": "cpu"}).train
+        tiny_data, fit.best_checkpoint, tiny_params(train={"devices": 2, "strategy": "ddp_fork", "accelerator": "cpu"}).train
     )
     assert set(ddp) == set(single)
     for key, value in single.items():

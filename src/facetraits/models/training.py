@@ -234,7 +234,7 @@ def predict_images(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64)
     net.eval()
     out = [np.zeros((0, len(net.attributes)), dtype=np.float32)]
     for begin in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[begin : begin + batch_size])).to(device)
+        batch = torch.from_numpy(np.array(images[begin : begin + batch_size])).to(device)
         out.append(net(batch.permute(0, 3, 1, 2).float().div(255)).float().cpu().numpy())
     return np.concatenate(out)
 

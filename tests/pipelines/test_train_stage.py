@@ -1,0 +1,121 @@
+"""The train stage end to end on tiny synthetic data: outputs, the MLflow run, the logged model and predict."""
+
+import json
+import runpy
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from facetraits.cli import main as cli
+from facetraits.config import TrackingParams
+from facetraits.data.images import load_face
+from facetraits.models.face_module import load_module
+from facetraits.tracking import TAG_FINGERPRINT, TAG_STAGE
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+prepare = runpy.run_path(str(REPO / "pipelines" / "prepare.py"))["main"]
+train = runpy.run_path(str(REPO / "pipelines" / "train.py"))["main"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("stage")
+    store = tmp_path_factory.mktemp("store")
+    tracking = TrackingParams(uri=f"sqlite:///{store / 'mlflow.db'}", experiment="train-stage", artifacts=str(store / "a"))
+    params = {
+        "data": {"image_size": 32, "attributes": ["happy", "dominant", "attractive"], "synthetic": {"n_faces": 40}},
+        "model": {"head_hidden": 8},
+        "train": {"max_epochs": 2, "batch_size": 16, "progress_bar": False, "patience": 5},
+        "tracking": {"uri": tracking.uri, "experiment": tracking.experiment, "artifacts": tracking.artifacts},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    paths = {"prepared": root / "prepared", "models": root / "models", "out": root / "results"}
+    assert prepare(["--params", str(root / "params.yaml"), "--out", str(paths["prepared"]), "--summary", str(root / "p.json")]) == 0
+    args = ["--params", str(root / "params.yaml")] + [x for k, v in paths.items() for x in (f"--{k}", str(v))]
+    assert train(args) == 0
+    client = MlflowClient(tracking.uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STAGE}` = 'train'")
+    return {**paths, "root": root, "client": client, "run": run, "tracking": tracking}
+
+
+def test_outputs_for_dvc(trained) -> None:
+    out = trained["out"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]["pearson"]) == {"happy", "dominant", "attractive"}
+    assert metrics["test"]["pearson_mean"] == pytest.approx(np.mean(list(metrics["test"]["pearson"].values())), abs=1e-6)
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_pearson_mean"] and list(history["epoch"]) == [0, 1]
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 40 * 3 and set(predictions["split"]) == {"train", "val", "test"}
+    assert (out / "figures" / "learning_curves.png").is_file() and (out / "figures" / "scatter" / "happy.png").is_file()
+    assert {p.name for p in trained["models"].iterdir()} >= {"best.ckpt", "last.ckpt", "train_state.json"}
+
+
+def test_mlflow_run_holds_params_tags_epoch_metrics_and_artifacts(trained) -> None:
+    client, run = trained["client"], trained["run"]
+    assert run.info.status == "FINISHED"
+    prepared_meta = json.loads((trained["prepared"] / "meta.json").read_text())
+    assert run.data.tags[TAG_FINGERPRINT] == prepared_meta["fingerprint"]
+    assert run.data.params["model.backbone"] == "vgg16_bn" and run.data.params["train.max_epochs"] == "2"
+    per_epoch = client.get_metric_history(run.info.run_id, "val/pearson/happy")
+    assert len(per_epoch) == 2
+    metrics = json.loads((trained["out"] / "metrics.json").read_text())
+    assert run.data.metrics["test/pearson/happy"] == pytest.approx(metrics["test"]["pearson"]["happy"])
+    assert run.data.metrics["test/mae_mean"] == pytest.approx(metrics["test"]["mae_mean"])
+    artifacts = {a.path for folder in ("train", "train/figures", "model") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"train/metrics.json", "train/predictions.csv", "train/figures/learning_curves.png", "model/MLmodel"} <= artifacts
+    scatter = {a.path for a in client.list_artifacts(run.info.run_id, "train/figures/scatter")}
+    assert scatter == {f"train/figures/scatter/{a}.png" for a in ("happy", "dominant", "attractive")}
+
+
+def test_logged_model_matches_the_checkpoint(trained) -> None:
+    mlflow.set_tracking_uri(trained["tracking"].uri)
+    uri = f"runs:/{trained['run'].info.run_id}/model"
+    logged = mlflow.pytorch.load_model(uri)
+    info = mlflow.models.get_model_info(uri)
+    assert info.metadata["attributes"] == ["happy", "dominant", "attractive"]
+    net = load_module(trained["models"] / "best.ckpt").net
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(logged(images), net(images), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(info.metadata["target_std"], net.target_std.numpy(), rtol=1e-6)
+
+
+def test_predict_cli_matches_the_forward_pass(trained, tmp_path: Path) -> None:
+    folder = tmp_path / "faces"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = [folder / "a.png", folder / "sub" / "b.jpg"]
+    for path in files:
+        Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(path)
+    out = tmp_path / "pred.csv"
+    assert cli(["predict", str(folder), "--model", str(trained["models"] / "best.ckpt"), "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["image", "happy", "dominant", "attractive"]
+    assert list(table["image"]) == [str(p) for p in files]
+    net = load_module(trained["models"] / "best.ckpt").net
+    batch = np.stack([load_face(p, 32, "pad", 10**7) for p in files])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255).numpy()
+    np.testing.assert_allclose(table[["happy", "dominant", "attractive"]].to_numpy(), expected, rtol=1e-5)
+
+    mlflow.set_tracking_uri(trained["tracking"].uri)
+    via_mlflow = tmp_path / "pred_mlflow.csv"
+    uri = f"runs:/{trained['run'].info.run_id}/model"
+    assert cli(["predict", str(folder), "--model", uri, "--out", str(via_mlflow)]) == 0
+    np.testing.assert_allclose(pd.read_csv(via_mlflow).iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_names_a_missing_path(trained, tmp_path: Path, capsys) -> None:
+    assert cli(["predict", str(tmp_path / "nothing.jpg"), "--model", str(trained["models"] / "best.ckpt")]) == 1
+    assert "nothing.jpg: no such image file or folder" in capsys.readouterr().err
