@@ -157,7 +157,7 @@ class TrainParams:
     momentum: Float = Field(0.9, ge=0, lt=1)
     scheduler: Literal["cosine", "none"] = "cosine"
     batch_size: Int = Field(32, ge=1)
-    max_epochs: Int = Field(8, ge=1)
+    max_epochs: Int = Field(5, ge=1)
     patience: Int = Field(3, ge=1)
     seed: Int = 42
     augment: AugmentParams = Field(default_factory=AugmentParams)
