@@ -10,12 +10,13 @@ from pathlib import Path
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from facetraits.config import load_params
+from facetraits.config import load_params, merge_overrides
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
 from facetraits.models.evaluation import example_batch, model_metadata, write_train_outputs
 from facetraits.models.face_module import load_module
 from facetraits.models.training import train_study
+from facetraits.sweep.outputs import read_best_params
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
 
 
@@ -25,10 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, default=Path("results/train"))
+    parser.add_argument("--best-params", type=Path, help="a sweep's best_params.yaml, applied over params.yaml")
     args = parser.parse_args(argv)
     rank_zero = rank_zero_only.rank == 0
     try:
         params = load_params(args.params)
+        if args.best_params is not None:
+            params = merge_overrides(params, read_best_params(args.best_params), source=str(args.best_params))
         data = load_prepared(args.prepared)
         tracked = stage_run(params.tracking, "train", flatten_params(params)) if rank_zero else nullcontext()
         with tracked as run:

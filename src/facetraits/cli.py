@@ -34,6 +34,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_worker(args: argparse.Namespace) -> int:
+    from facetraits.sweep.study import finished_trials, open_study, run_worker, worker_spec_for_join
+
+    params = load_params(args.params)
+    spec = worker_spec_for_join(params, args.prepared, args.storage, args.study, args.n_trials, args.cache)
+    run_worker(spec)
+    study = open_study(args.study, args.storage, params.sweep, params.sweep.seed)
+    print(f"study {args.study}: {finished_trials(study)} finished trials", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facetraits", description="How people judge faces, reproducibly.")
     parser.add_argument("--version", action="version", version=f"facetraits {__version__}")
@@ -48,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--square", choices=["pad", "crop"], default="pad", help="how non-square images are squared")
     predict.set_defaults(run=_predict)
+    worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
+    worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
+    worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql://user@host/db")
+    worker.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
+    worker.add_argument("--params", type=Path, default=Path("params.yaml"))
+    worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    worker.add_argument("--cache", type=Path, default=Path("results/sweep/cache"), help="frozen-feature cache")
+    worker.set_defaults(run=_sweep_worker)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

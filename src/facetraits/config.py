@@ -6,6 +6,7 @@ dataclasses. Unknown keys, wrong types and out-of-range values are errors that n
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import fields, is_dataclass
@@ -174,6 +175,80 @@ class TrainParams:
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
+class FloatRange:
+    low: Float
+    high: Float
+    log: Bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got [{self.low}, {self.high}]")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class IntRange:
+    low: Int
+    high: Int
+    log: Bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if not self.low <= self.high:
+            raise ValueError(f"low must not exceed high, got [{self.low}, {self.high}]")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class HeadChoice:
+    choices: list[Literal["linear", "mlp"]] = Field(min_length=1)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class LossChoice:
+    choices: list[Literal["mse", "smooth_l1", "huber", "mse_pearson"]] = Field(min_length=1)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class IntChoice:
+    choices: list[Annotated[int, Strict(), Field(ge=1)]] = Field(min_length=1)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class SearchSpace:
+    """Each knob is optional; an absent one keeps its params.yaml value in every trial."""
+
+    lr: FloatRange | None = None
+    weight_decay: FloatRange | None = None
+    dropout: FloatRange | None = None
+    head: HeadChoice | None = None
+    head_hidden: IntRange | None = None
+    loss: LossChoice | None = None
+    trainable_blocks: IntRange | None = None
+    augment_strength: FloatRange | None = None
+    batch_size: IntChoice | None = None
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class SweepParams:
+    n_trials: Int = Field(0, ge=0)
+    workers: Int = Field(1, ge=1)
+    study: Str = "facetraits"
+    storage: Str | None = None
+    seed: Int = 42
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    max_epochs: Int = Field(3, ge=1)
+    heartbeat_s: Int = Field(30, ge=1)
+    max_retry: Int = Field(1, ge=0)
+    space: SearchSpace = Field(default_factory=SearchSpace)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
 class TrackingParams:
     uri: Str = "sqlite:///mlflow.db"
     experiment: Str = "facetraits"
@@ -186,6 +261,7 @@ class StudyParams:
     data: DataParams = Field(default_factory=DataParams)
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
+    sweep: SweepParams = Field(default_factory=SweepParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
 
@@ -234,6 +310,18 @@ def parse_params(raw: Any, source: str = "params") -> StudyParams:
         raise ConfigError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def merge_overrides(params: StudyParams, overrides: dict[str, Any], source: str = "overrides") -> StudyParams:
+    """params with some keys replaced (e.g. a sweep's best trial), validated like params.yaml itself."""
+
+    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        merged = dict(base)
+        for key, value in extra.items():
+            merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return merged
+
+    return parse_params(merge(dataclasses.asdict(params), overrides), source=source)
 
 
 def load_params(path: Path | str) -> StudyParams:

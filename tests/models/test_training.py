@@ -4,6 +4,7 @@ import lightning as L
 import numpy as np
 import pytest
 
+from facetraits.config import merge_overrides
 from facetraits.models.training import STATE_FILE, fit_attributes, evaluate_checkpoint, train_study
 from tests.models.conftest import tiny_params
 
@@ -81,3 +82,25 @@ def test_two_process_ddp_gives_the_single_process_test_metrics(tiny_data, tmp_pa
             continue  # mean of per-process batch losses: weighting differs by design
         assert ddp[key] == pytest.approx(value, abs=1e-5), key
     assert np.isfinite(list(single.values())).all()
+
+
+@pytest.mark.slow
+def test_mouth_driven_happy_is_learned_by_the_default_study(tmp_path) -> None:
+    """The default params (1,000 synthetic faces at 64 px, VGG16-BN from scratch, 5 epochs) learn `happy`.
+
+    Measured: val r(happy) by epoch 0.08, 0.02, 0.34, 0.59, 0.71. At 32 px or with fewer faces the
+    same network stays near chance within 4-5 epochs (0.1-0.3, unstable across seeds), so the check
+    uses the default study itself. Under no learning, r over 160 val faces has sd ~0.08: 0.4 is 5 sd.
+    """
+    from facetraits.data.prepare import prepare_dataset
+    from facetraits.data.prepared import load_prepared
+    from tests.conftest import REPO
+    from facetraits.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    params = merge_overrides(params, {"train": {"progress_bar": False}})
+    prepare_dataset(params.data, tmp_path / "prepared", progress=False)
+    data = load_prepared(tmp_path / "prepared")
+    fit = fit_attributes(data, data.attributes, params.model, params.train, tmp_path / "models", run_test=False)
+    assert len(data.indices("val")) == 160
+    assert fit.history["val/pearson/happy"].max() > 0.4

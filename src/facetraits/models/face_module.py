@@ -25,6 +25,8 @@ class FaceTraitsModule(L.LightningModule):
     model: backbone, weights, trainable_blocks, head, head_hidden, dropout.
     optim: loss, huber_delta, pearson_weight, optimizer, lr, backbone_lr_scale, weight_decay, momentum,
     scheduler, max_epochs.
+    inputs: "images", or "features" when batches hold cached frozen-backbone features (sweep trials
+    that train the heads only).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class FaceTraitsModule(L.LightningModule):
         image_size: int,
         model: dict[str, Any],
         optim: dict[str, Any],
+        inputs: str = "images",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -51,18 +54,23 @@ class FaceTraitsModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def _standardized_predictions(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.hparams.inputs == "features":
+            return self.net.heads(inputs)
+        return self.net.standardized(inputs)
+
     def _standardize(self, targets: torch.Tensor) -> torch.Tensor:
         return (targets - self.net.target_mean) / self.net.target_std
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets, _ = batch
-        loss = self.loss(self.net.standardized(images), self._standardize(targets))
+        loss = self.loss(self._standardized_predictions(images), self._standardize(targets))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, ...], split: str, metrics: AttributeMetrics) -> None:
         images, targets, index = batch
-        standardized = self.net.standardized(images)
+        standardized = self._standardized_predictions(images)
         loss = self.loss(standardized, self._standardize(targets))
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         metrics.update(standardized * self.net.target_std + self.net.target_mean, targets, index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from lightning.pytorch.loggers import Logger
 
 from facetraits.config import ModelParams, TrainParams
 from facetraits.data.face_datamodule import FaceDataModule
+from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
-from facetraits.files import atomic_write_json
+from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
 
@@ -106,6 +108,33 @@ def _resume_checkpoint(checkpoint_dir: Path, signature: str, resume: bool) -> Pa
     return None
 
 
+def build_module(
+    data: PreparedData, attributes: Sequence[str], model: ModelParams, train: TrainParams, inputs: str = "images"
+) -> FaceTraitsModule:
+    """A fresh module whose target statistics come from the train split."""
+    mean, std = target_statistics(data.faces, attributes, data.indices("train"))
+    return FaceTraitsModule(
+        attributes=list(attributes),
+        target_mean=mean,
+        target_std=std,
+        image_size=int(data.images.shape[1]),
+        model=dataclasses.asdict(model),
+        optim={
+            "loss": train.loss,
+            "huber_delta": train.huber_delta,
+            "pearson_weight": train.pearson_weight,
+            "optimizer": train.optimizer,
+            "lr": train.lr,
+            "backbone_lr_scale": train.backbone_lr_scale,
+            "weight_decay": train.weight_decay,
+            "momentum": train.momentum,
+            "scheduler": train.scheduler,
+            "max_epochs": train.max_epochs,
+        },
+        inputs=inputs,
+    )
+
+
 def build_datamodule(data: PreparedData, attributes: Sequence[str], train: TrainParams, runtime: Runtime) -> FaceDataModule:
     return FaceDataModule(
         prepared_dir=str(data.root),
@@ -118,8 +147,11 @@ def build_datamodule(data: PreparedData, attributes: Sequence[str], train: Train
     )
 
 
-def build_trainer(train: TrainParams, runtime: Runtime, callbacks: list[Callback], logger: Logger | bool, root: Path) -> L.Trainer:
+def build_trainer(
+    train: TrainParams, runtime: Runtime, callbacks: list[Callback], logger: Logger | bool, root: Path, checkpointing: bool = True
+) -> L.Trainer:
     return L.Trainer(
+        enable_checkpointing=checkpointing,
         accelerator=runtime.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
@@ -161,32 +193,13 @@ def fit_attributes(
     checkpoint_dir: Path,
     logger: Logger | bool = False,
     extra_callbacks: Sequence[Callback] = (),
+    run_test: bool = True,
 ) -> FitResult:
     """Train one multi-output model on the train split, select by mean val Pearson, score on test."""
     started = time.perf_counter()
     runtime = Runtime.resolve(train)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    mean, std = target_statistics(data.faces, attributes, data.indices("train"))
-    image_size = int(data.images.shape[1])
-    module = FaceTraitsModule(
-        attributes=list(attributes),
-        target_mean=mean,
-        target_std=std,
-        image_size=image_size,
-        model=dataclasses.asdict(model),
-        optim={
-            "loss": train.loss,
-            "huber_delta": train.huber_delta,
-            "pearson_weight": train.pearson_weight,
-            "optimizer": train.optimizer,
-            "lr": train.lr,
-            "backbone_lr_scale": train.backbone_lr_scale,
-            "weight_decay": train.weight_decay,
-            "momentum": train.momentum,
-            "scheduler": train.scheduler,
-            "max_epochs": train.max_epochs,
-        },
-    )
+    module = build_module(data, attributes, model, train)
     if runtime.channels_last:
         module = module.to(memory_format=torch.channels_last)
     datamodule = build_datamodule(data, attributes, train, runtime)
@@ -214,7 +227,7 @@ def fit_attributes(
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     epochs = pd.DataFrame(history.rows)  # before test(): restoring the best checkpoint rewinds the callback
     best = Path(checkpoint.best_model_path)
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(best), verbose=False)
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=str(best), verbose=False) if run_test else [{}]
     if trainer.is_global_zero:
         atomic_write_json(checkpoint_dir / STATE_FILE, {"signature": signature, "complete": True})
     return FitResult(
@@ -246,3 +259,53 @@ def evaluate_checkpoint(data: PreparedData, checkpoint: Path, train: TrainParams
     trainer = build_trainer(train, runtime, [], False, checkpoint.parent)
     results = trainer.test(module, datamodule=build_datamodule(data, module.attributes, train, runtime), verbose=False)
     return {k: float(v) for k, v in results[0].items()}
+
+
+def fit_heads_on_features(
+    data: PreparedData,
+    features: np.ndarray,
+    model: ModelParams,
+    train: TrainParams,
+    callbacks: Sequence[Callback] = (),
+) -> pd.DataFrame:
+    """Train only the heads on cached frozen-backbone features (no checkpoints): the epoch history."""
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = build_module(data, data.attributes, model, train, inputs="features")
+    targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float32)
+    splits = {split: data.indices(split) for split in ("train", "val")}
+    datamodule = FeatureDataModule(features, targets, splits, train.batch_size)
+    history = EpochHistory()
+    runtime = Runtime.resolve(train)
+    trainer = build_trainer(train, runtime, [history, *callbacks], False, Path(tempfile.gettempdir()), checkpointing=False)
+    trainer.fit(module, datamodule=datamodule)
+    return pd.DataFrame(history.rows)
+
+
+@torch.no_grad()
+def backbone_features(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """(N, D) pooled backbone features of uint8 faces, batch by batch."""
+    device = next(net.parameters()).device
+    net.eval()
+    out = [np.zeros((0, net.backbone.feature_dim), dtype=np.float32)]
+    for begin in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.array(images[begin : begin + batch_size])).to(device)
+        out.append(net.features(batch.permute(0, 3, 1, 2).float().div(255)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def cached_frozen_features(data: PreparedData, model: ModelParams, seed: int, cache_dir: Path) -> np.ndarray:
+    """Features of the frozen backbone (random init drawn from `seed`), computed once per data set and backbone."""
+    key = run_signature(
+        backbone=model.backbone, weights=model.weights, seed=seed, fingerprint=data.meta.get("fingerprint"),
+        size=int(data.images.shape[1]),
+    )  # fmt: skip
+    path = Path(cache_dir) / f"features-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    L.seed_everything(seed, verbose=False)
+    frozen = dataclasses.replace(model, trainable_blocks=0)
+    features = backbone_features(build_module(data, data.attributes, frozen, TrainParams()).net, data.images)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, features)
+    return features

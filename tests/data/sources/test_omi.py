@@ -40,7 +40,7 @@ def test_no_raw_ratings_file_means_no_ratings(tmp_path: Path) -> None:
 
 
 def test_prepare_puts_each_image_in_its_row(tmp_path: Path) -> None:
-    fixture = make_omi(tmp_path / "omi", attributes=("happy", "age"))
+    make_omi(tmp_path / "omi", attributes=("happy", "age"))
     prepare_dataset(_params(tmp_path / "omi", attributes=["happy"]), tmp_path / "out", progress=False)
     data = load_prepared(tmp_path / "out")
     assert data.attributes == ("happy",)

@@ -1,0 +1,1 @@
+"""Optuna hyperparameter sweeps: search space, trials, parallel workers, MLflow records."""

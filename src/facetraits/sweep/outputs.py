@@ -1,0 +1,103 @@
+"""What a sweep leaves for the train stage and for people: best params, the trials table, Optuna's plots."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from facetraits.errors import ConfigError  # noqa: E402
+from facetraits.files import atomic_path, atomic_write_text  # noqa: E402
+from facetraits.sweep.space import as_overrides  # noqa: E402
+
+
+TRIAL_COLUMNS = ("number", "state", "value")
+
+
+def trials_table(study: optuna.Study | None) -> pd.DataFrame:
+    """One row per trial, best first: number, state, value, each searched param, worker, failure reason."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False) if study is not None else []:
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": trial.value,
+                **{f"param_{k}": v for k, v in trial.params.items()},
+                "epochs": len(trial.intermediate_values),
+                "seconds": trial.duration.total_seconds() if trial.duration else None,
+                "worker": trial.user_attrs.get("worker"),
+                "fail_reason": trial.user_attrs.get("fail_reason"),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+    return table.sort_values(["value", "number"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def best_overrides(study: optuna.Study | None) -> dict[str, Any]:
+    """The best trial as params overrides; no study or no completed trial -> no overrides."""
+    if study is None or not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return {"study": None if study is None else study.study_name, "overrides": {}}
+    best = study.best_trial
+    return {"study": study.study_name, "trial": best.number, "value": best.value, "overrides": as_overrides(best.params)}
+
+
+def write_best_params(path: Path, best: dict[str, Any]) -> None:
+    atomic_write_text(path, yaml.safe_dump(best, sort_keys=False))
+
+
+def read_best_params(path: Path) -> dict[str, Any]:
+    """The `overrides` mapping of a best_params.yaml; errors name the file."""
+    try:
+        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: best-params file not found (run the sweep stage first)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(content, dict) or not isinstance(content.get("overrides"), dict):
+        raise ConfigError(f"{path}: expected a mapping with an 'overrides' mapping")
+    return content["overrides"]
+
+
+def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optimization history, parameter importances and parallel coordinates (matplotlib: no plotly here)."""
+    from optuna.visualization import matplotlib as plots
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    makers = {"optimization_history.png": plots.plot_optimization_history}
+    if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+        makers["param_importances.png"] = plots.plot_param_importances
+        makers["parallel_coordinate.png"] = plots.plot_parallel_coordinate
+    written = []
+    for name, make in makers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                axes = make(study)
+            except (ValueError, RuntimeError):
+                continue  # e.g. importances need variation among the completed trials
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        with atomic_path(folder / name) as tmp:
+            figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append(folder / name)
+    return written
+
+
+def write_trials(study: optuna.Study | None, path: Path) -> pd.DataFrame:
+    table = trials_table(study)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return table

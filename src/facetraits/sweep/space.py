@@ -1,0 +1,55 @@
+"""The search space of params.yaml turned into Optuna suggestions and back into params overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import optuna
+
+from facetraits.config import FloatRange, IntRange, SearchSpace
+
+# sweep.space key -> where the value lands in params.yaml
+TARGETS: dict[str, tuple[str, ...]] = {
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "dropout": ("model", "dropout"),
+    "head": ("model", "head"),
+    "head_hidden": ("model", "head_hidden"),
+    "loss": ("train", "loss"),
+    "trainable_blocks": ("model", "trainable_blocks"),
+    "augment_strength": ("train", "augment", "strength"),
+    "batch_size": ("train", "batch_size"),
+}
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """One value per knob present in the space, keyed by its sweep.space name."""
+    values: dict[str, Any] = {}
+    for name in TARGETS:
+        spec = getattr(space, name)
+        if spec is None:
+            continue
+        if isinstance(spec, FloatRange):
+            values[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, IntRange):
+            values[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+        else:
+            values[name] = trial.suggest_categorical(name, list(spec.choices))
+    return values
+
+
+def as_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """{'lr': 0.01, 'augment_strength': 0.5} -> {'train': {'lr': 0.01, 'augment': {'strength': 0.5}}}."""
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        node = nested
+        *parents, leaf = TARGETS[name]
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return nested
+
+
+def space_names(space: SearchSpace) -> list[str]:
+    return [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None]
