@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from facetraits.config import StudyParams, load_params, parse_params
+from facetraits.config import StudyParams, load_params, merge_overrides, parse_params
 from facetraits.errors import ConfigError
 from tests.conftest import REPO
 
@@ -69,3 +69,29 @@ def test_params_are_frozen() -> None:
     params = parse_params({})
     with pytest.raises(Exception):
         params.data.image_size = 3  # type: ignore[misc]
+
+
+def test_sweep_space_ranges_are_typed_and_checked() -> None:
+    space = parse_params(
+        {"sweep": {"space": {"head_hidden": {"low": 8, "high": 64, "log": True}, "lr": {"low": 1e-4, "high": 1e-2}}}}
+    ).sweep.space
+    assert (space.head_hidden.low, space.head_hidden.high, space.head_hidden.log) == (8, 64, True)
+    assert space.dropout is None
+    for bad, message in [
+        ({"head_hidden": {"low": 8.5, "high": 64}}, "sweep.space.head_hidden.low: Input should be a valid integer"),
+        ({"lr": {"low": 0.0, "high": 1.0, "log": True}}, "sweep.space.lr: Value error, a log-scale range needs low > 0"),
+        ({"dropout": {"low": 0.5, "high": 0.1}}, "sweep.space.dropout: Value error, low must not exceed high"),
+        ({"head": {"choices": ["transformer"]}}, "sweep.space.head.choices.0"),
+        ({"momentum": {"low": 0.1, "high": 0.9}}, "sweep.space.momentum: unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_params({"sweep": {"space": bad}})
+
+
+def test_overrides_merge_deeply_and_are_validated() -> None:
+    params = parse_params({"train": {"lr": 0.1}})
+    merged = merge_overrides(params, {"train": {"augment": {"strength": 0.0}}, "model": {"head": "linear"}})
+    assert merged.train.augment.strength == 0.0 and merged.train.augment.hflip == 0.5
+    assert merged.train.lr == 0.1 and merged.model.head == "linear"
+    with pytest.raises(ConfigError, match="best.yaml: train.lr: Input should be greater than 0"):
+        merge_overrides(params, {"train": {"lr": -1.0}}, source="best.yaml")

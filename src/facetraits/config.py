@@ -11,7 +11,7 @@ import difflib
 import math
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import yaml
 from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
@@ -182,26 +182,19 @@ class FloatRange:
 
     @model_validator(mode="after")
     def _ordered(self) -> FloatRange:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, got [{self.low}, {self.high}]")
+        if not self.low <= self.high:
+            raise ValueError(f"low must not exceed high, got [{self.low}, {self.high}]")
         if self.log and self.low <= 0:
             raise ValueError("a log-scale range needs low > 0")
         return self
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
-class IntRange:
+class IntRange(FloatRange):
+    """An integer range (same checks as FloatRange)."""
+
     low: Int
     high: Int
-    log: Bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if not self.low <= self.high:
-            raise ValueError(f"low must not exceed high, got [{self.low}, {self.high}]")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scale range needs low > 0")
-        return self
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
@@ -265,6 +258,12 @@ class StudyParams:
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
 
+def _dataclass_in(hint: Any) -> Any:
+    """The dataclass an optional field holds (`X | None` -> X), else the hint itself."""
+    members = [m for m in get_args(hint) if is_dataclass(m)]
+    return members[0] if len(members) == 1 else hint
+
+
 def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], type | None]:
     """The params.yaml key of an error location, minus pydantic's union-member tags.
 
@@ -276,7 +275,7 @@ def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], type | None]:
     for part in loc:
         if is_dataclass(cls) and isinstance(part, str):
             keys.append(part)
-            owner, cls = cls, get_type_hints(cls).get(part)
+            owner, cls = cls, _dataclass_in(get_type_hints(cls).get(part))
         elif isinstance(part, int):
             keys.append(str(part))
     return keys, owner

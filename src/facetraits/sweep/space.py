@@ -30,10 +30,10 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         spec = getattr(space, name)
         if spec is None:
             continue
-        if isinstance(spec, FloatRange):
-            values[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, IntRange):
+        if isinstance(spec, IntRange):
             values[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, FloatRange):
+            values[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
         else:
             values[name] = trial.suggest_categorical(name, list(spec.choices))
     return values
