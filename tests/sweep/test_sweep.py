@@ -144,3 +144,16 @@ def test_unreachable_storage_is_named(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="sweep.storage: cannot open study 'x' at sqlite:////nonexistent/dir/db"):
         sweep_study.open_study("x", "sqlite:////nonexistent/dir/db", params.sweep, 0)
     assert optuna.__version__.startswith("5")
+
+
+def test_a_worker_from_another_node_joins_by_name(project, tmp_path: Path) -> None:
+    from facetraits.cli import main as cli
+
+    result = project(n_trials=2, workers=1)
+    best = yaml.safe_load((result["out"] / "best_params.yaml").read_text())
+    storage = f"sqlite:///{(result['out'] / 'optuna.db').resolve()}"
+    args = ["sweep-worker", "--study", best["study"], "--storage", storage, "--n-trials", "2",
+            "--params", str(result["params"]), "--prepared", str(tmp_path / "prepared"), "--cache", str(result["out"] / "cache")]  # fmt: skip
+    assert cli(args) == 0
+    study = optuna.load_study(study_name=best["study"], storage=storage)
+    assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
