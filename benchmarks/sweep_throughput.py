@@ -2,7 +2,8 @@
 
     python benchmarks/sweep_throughput.py --prepared data/omi-prepared --trials 30
 
-Trials train the heads on cached backbone features (model.trainable_blocks: 0), as a sweep does.
+Trials search sweep.space of --params and train the heads on cached backbone features
+(model.trainable_blocks: 0), as a sweep with a frozen backbone does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from facetraits.config import merge_overrides, parse_params
+from facetraits.config import load_params, merge_overrides
 from facetraits.data.prepared import load_prepared
 from facetraits.models.face_module import MONITOR
 from facetraits.models.training import cached_frozen_features, fit_heads_on_features
@@ -25,8 +26,9 @@ def main() -> None:
     parser.add_argument("--prepared", required=True)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--params", default="params.yaml", help="base params and sweep.space")
     args = parser.parse_args()
-    defaults = parse_params({})
+    defaults = load_params(Path(args.params))
     base = merge_overrides(defaults, {
         "model": {"trainable_blocks": 0},
         "train": {"progress_bar": False},

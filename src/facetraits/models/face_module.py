@@ -78,8 +78,9 @@ class FaceTraitsModule(L.LightningModule):
     def _log_metrics(self, split: str, metrics: AttributeMetrics) -> None:
         values = metrics.compute()
         values.pop("count")
-        self.log(f"{split}/pearson_mean", values.pop("pearson_mean"), prog_bar=True)
-        self.log_dict({f"{split}/{k}": v for k, v in values.items()})
+        # compute() already gathered every rank's samples, so ranks agree; syncing averages equal values
+        self.log(f"{split}/pearson_mean", values.pop("pearson_mean"), prog_bar=True, sync_dist=True)
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=True)
         metrics.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
