@@ -39,7 +39,6 @@ def main() -> None:
     data = load_prepared(prepared)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        cached_frozen_features(data, base.model, base.train.seed, cache)
         default_params = merge_overrides(base, {"train": {"max_epochs": args.epochs}})
         features = cached_frozen_features(data, base.model, base.train.seed, cache)
         default_value = float(fit_heads_on_features(data, features, default_params.model, default_params.train)[MONITOR].max())

@@ -1,3 +1,5 @@
+import dataclasses
+
 import lightning as L
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ def _module(tiny_data, **model):
         target_mean=[5.0] * len(tiny_data.attributes),
         target_std=[2.0] * len(tiny_data.attributes),
         image_size=32,
-        model=params.model.__dict__,
+        model=dataclasses.asdict(params.model),
         optim={
             "loss": "mse", "huber_delta": 1.0, "pearson_weight": 0.5, "optimizer": "adamw", "lr": 1e-3,
             "backbone_lr_scale": 0.1, "weight_decay": 0.0, "momentum": 0.9, "scheduler": "cosine", "max_epochs": 1,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
