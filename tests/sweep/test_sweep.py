@@ -112,6 +112,20 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(project, tracking: Trac
     assert run.info.status == "FAILED" and "out of memory" in run.data.tags["optuna.fail_reason"]
 
 
+def test_a_nan_loss_fails_the_trial(project, monkeypatch) -> None:
+    real = sweep_study.fit_heads_on_features
+
+    def diverging(*args, **kwargs):
+        history = real(*args, **kwargs)
+        history.loc[history.index[-1], "train/loss"] = float("nan")
+        return history
+
+    monkeypatch.setattr(sweep_study, "fit_heads_on_features", diverging)
+    trials = project(n_trials=2, workers=1, pruner="none")["trials"]
+    assert list(trials["state"]) == ["FAIL", "FAIL"]
+    assert trials["fail_reason"].str.contains("training diverged: train/loss").all()
+
+
 def test_best_params_round_trip_into_train(project, tracking: TrackingParams, tmp_path: Path) -> None:
     result = project(n_trials=3, workers=1)
     overrides = read_best_params(result["out"] / "best_params.yaml")

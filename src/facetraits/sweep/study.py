@@ -123,8 +123,9 @@ def objective(trial: optuna.Trial, params: StudyParams, data: PreparedData, cach
             )  # fmt: skip
             history = fit.history
     value = float(history[MONITOR].max()) if len(history) else math.nan
-    if not np.isfinite(value):
-        raise FloatingPointError(f"{MONITOR} is not finite ({value}): training diverged")
+    if not np.isfinite(history["train/loss"]).all() or not np.isfinite(value):
+        # a NaN loss still yields finite correlations (undefined r counts as 0), so check the loss itself
+        raise FloatingPointError(f"training diverged: train/loss {history['train/loss'].tolist()}, {MONITOR} {value}")
     return value
 
 
