@@ -1,3 +1,5 @@
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -7,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from facetraits.config import StudyParams, TrackingParams
 from facetraits.errors import ConfigError
-from facetraits.tracking import TAG_GIT_COMMIT, TAG_STAGE, flatten_params, git_commit, stage_run
+from facetraits.tracking import TAG_GIT_COMMIT, TAG_HOST, TAG_PID, TAG_STAGE, flatten_params, git_commit, stage_run
 
 
 def test_flatten_params_uses_dotted_yaml_keys() -> None:
@@ -47,3 +49,26 @@ def test_unreachable_server_fails_fast_naming_the_uri() -> None:
         with stage_run(params, "prepare", {}):
             pass
     assert time.monotonic() - started < 10
+
+
+def test_a_run_whose_process_died_is_closed_by_the_next_run(tracking: TrackingParams) -> None:
+    """What a SIGKILLed stage leaves behind: a RUNNING run; the next invocation marks it KILLED."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client = MlflowClient(tracking.uri)
+    with stage_run(tracking, "train", {}) as first:
+        pass
+    orphan = client.create_run(
+        client.get_run(first.run_id).info.experiment_id,
+        tags={TAG_STAGE: "train", TAG_HOST: socket.gethostname(), TAG_PID: dead.stdout.strip()},
+    )
+    alive = client.create_run(
+        client.get_run(first.run_id).info.experiment_id,
+        tags={TAG_STAGE: "train", TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())},
+    )
+    with stage_run(tracking, "train", {}):
+        pass
+    assert client.get_run(orphan.info.run_id).info.status == "KILLED"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING", "a live process's run is left alone"

@@ -6,6 +6,8 @@ The default store is a local SQLite file; the same code logs to an `mlflow serve
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +32,8 @@ from facetraits.errors import ConfigError
 TAG_STAGE = "facetraits.stage"
 TAG_FINGERPRINT = "facetraits.data_fingerprint"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_HOST = "facetraits.host"
+TAG_PID = "facetraits.pid"
 _BATCH = 100
 
 
@@ -136,16 +140,42 @@ class StageRun:
         return f"runs:/{self.run_id}/{name}"
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_orphaned_runs(client: MlflowClient, experiment: str, stage: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of `stage` whose process on this host is gone (e.g. SIGKILLed)."""
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_HOST}` = '{host}'",
+    )
+    orphaned = [r.info.run_id for r in running if r.data.tags.get(TAG_PID, "").isdigit() and not _process_alive(int(r.data.tags[TAG_PID]))]
+    for run_id in orphaned:
+        client.set_tag(run_id, "facetraits.closed_because", "its process died before finishing (found by the next run)")
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    return orphaned
+
+
 @contextmanager
 def stage_run(params: TrackingParams, stage: str, run_params: Mapping[str, str]) -> Iterator[StageRun]:
     """A run tagged with stage and git commit; FINISHED on success, FAILED if the stage raises."""
     _check_reachable(params.uri, params.connect_timeout_s)
     client = MlflowClient(tracking_uri=params.uri)
-    tags = {TAG_STAGE: stage}
+    experiment = experiment_id(client, params)
+    close_orphaned_runs(client, experiment, stage)
+    tags = {TAG_STAGE: stage, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
     commit = git_commit()
     if commit:
         tags[TAG_GIT_COMMIT] = commit
-    run = client.create_run(experiment_id(client, params), tags=tags, run_name=stage)
+    run = client.create_run(experiment, tags=tags, run_name=stage)
     stage_run_ = StageRun(client, run.info.run_id)
     try:
         stage_run_.log_params(run_params)
