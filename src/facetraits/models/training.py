@@ -59,8 +59,6 @@ class EpochHistory(Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))})
         self.rows.append(row)
@@ -104,7 +102,7 @@ def _resume_checkpoint(checkpoint_dir: Path, signature: str, resume: bool) -> Pa
         if state.get("signature") == signature and not state.get("complete"):
             return last
     for stale in checkpoint_dir.glob("*.ckpt"):
-        stale.unlink()
+        stale.unlink(missing_ok=True)  # DDP ranks may race to clean the same folder
     return None
 
 
