@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from facetraits.config import load_params, merge_overrides
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
-from facetraits.models.evaluation import example_batch, model_metadata, write_train_outputs
+from facetraits.models.evaluation import log_model, write_train_outputs
 from facetraits.models.face_module import load_module
 from facetraits.models.training import train_study
 from facetraits.sweep.outputs import read_best_params
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             for fit in fits:
                 net = load_module(fit.best_checkpoint).net
                 name = "model" if len(fits) == 1 else f"model-{fit.attributes[0]}"
-                run.log_pytorch_model(net, name, example_batch(net), model_metadata(net))
+                log_model(run, net, name)
     except FaceTraitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,6 @@ import dataclasses
 import os
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,12 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow.pytorch
 import numpy as np
 import requests
-import torch
-import torchvision
-from mlflow.models import infer_signature
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -116,28 +111,6 @@ class StageRun:
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
-
-    def log_pytorch_model(self, model: torch.nn.Module, name: str, example: torch.Tensor, metadata: dict[str, Any]) -> str:
-        """Save with mlflow.pytorch (signature, explicit requirements: no slow environment probing) under `name`.
-
-        Loads back with mlflow.pytorch.load_model(f"runs:/{run_id}/{name}").
-        """
-        model.eval()
-        with torch.no_grad():
-            output = model(example)
-        signature = infer_signature(example.numpy(), output.numpy())
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
-        with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp:
-            mlflow.pytorch.save_model(
-                model,
-                Path(tmp) / name,
-                signature=signature,
-                input_example=example.numpy(),
-                pip_requirements=requirements,
-                metadata=metadata,
-            )
-            self.log_artifacts(Path(tmp) / name, name)
-        return f"runs:/{self.run_id}/{name}"
 
 
 def _process_alive(pid: int) -> bool:

@@ -73,7 +73,6 @@ class FaceDataModule(L.LightningDataModule):
         targets = self.data.faces[self.attributes].to_numpy(dtype=np.float64)
         images_path = self.data.root / "images.npy"
         self.datasets = {split: FaceArrayDataset(images_path, self.data.indices(split), targets) for split in SPLITS}
-        self.datasets["all"] = FaceArrayDataset(images_path, np.arange(len(self.data.faces)), targets)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -93,9 +92,6 @@ class FaceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("all", shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 -> [0, 1] floats on the device, then augmentation for training batches only."""

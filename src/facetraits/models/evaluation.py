@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torchvision
 
 from matplotlib.figure import Figure
 
@@ -20,6 +22,7 @@ from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, load_module
 from facetraits.models.metrics import METRIC_NAMES
 from facetraits.models.training import FitResult, predict_images
+from facetraits.tracking import StageRun
 
 
 def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarray:
@@ -118,14 +121,20 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
     return TrainOutputs(summary=summary, flat_metrics=flat_test_metrics(summary), artifacts=artifacts)
 
 
-def example_batch(net: FaceTraitsNet, count: int = 2) -> torch.Tensor:
-    """A [0, 1] image batch of the model's input shape, for MLflow's signature."""
-    return torch.rand(count, 3, net.image_size, net.image_size, generator=torch.Generator().manual_seed(0))
+def log_model(run: StageRun, net: FaceTraitsNet, name: str) -> str:
+    """Save with mlflow.pytorch under `name` in the run: signature, input example, target statistics.
 
+    Requirements are pinned so MLflow does not probe the environment (seconds); the default
+    torch.export format stores no pickled code. Loads back from f"runs:/{run_id}/{name}".
+    """
+    import mlflow.pytorch  # heavy (imports Lightning autologging): only the train stage needs it
+    from mlflow.models import infer_signature
 
-def model_metadata(net: FaceTraitsNet) -> dict[str, Any]:
-    """What a user of the logged model needs: the attribute order, input size and target statistics."""
-    return {
+    net.eval()
+    example = torch.rand(2, 3, net.image_size, net.image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = net(example)
+    metadata = {
         "attributes": list(net.attributes),
         "image_size": net.image_size,
         "input": "float32 RGB in [0, 1], shape (batch, 3, image_size, image_size); faces squared as in prepare",
@@ -133,3 +142,15 @@ def model_metadata(net: FaceTraitsNet) -> dict[str, Any]:
         "target_mean": net.target_mean.tolist(),
         "target_std": net.target_std.tolist(),
     }
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
+    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp:
+        mlflow.pytorch.save_model(
+            net,
+            Path(tmp) / name,
+            signature=infer_signature(example.numpy(), output.numpy()),
+            input_example=example.numpy(),
+            pip_requirements=requirements,
+            metadata=metadata,
+        )
+        run.log_artifacts(Path(tmp) / name, name)
+    return f"runs:/{run.run_id}/{name}"

@@ -95,10 +95,6 @@ class FaceTraitsModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
 
-    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, _, index = batch
-        return index, self.net(images)
-
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams.optim
         backbone = [p for p in self.net.backbone.parameters() if p.requires_grad]
