@@ -18,6 +18,7 @@ study: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 test: $(BIN)/.installed
+	PYTHON=$(abspath $(BIN))/python scripts/servers.sh install || echo "PostgreSQL unavailable: tests marked 'servers' will be skipped (docs/scale-out.md)"
 	$(BIN)/python -m pytest -q
 
 clean-venv:

@@ -10,14 +10,14 @@ from pathlib import Path
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from facetraits.config import load_params, merge_overrides
+from facetraits.config import load_params, merge_overrides, variant_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
 from facetraits.models.evaluation import log_model, write_train_outputs
 from facetraits.models.face_module import load_module
 from facetraits.models.training import train_study
 from facetraits.sweep.outputs import read_best_params
-from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
+from facetraits.tracking import TAG_FINGERPRINT, TAG_VARIANT, flatten_params, stage_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,17 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, default=Path("results/train"))
     parser.add_argument("--best-params", type=Path, help="a sweep's best_params.yaml, applied over params.yaml")
+    parser.add_argument("--variant", help="train one of params.yaml's variants (its changes applied last)")
     args = parser.parse_args(argv)
     rank_zero = rank_zero_only.rank == 0
     try:
         params = load_params(args.params)
         if args.best_params is not None:
             params = merge_overrides(params, read_best_params(args.best_params), source=str(args.best_params))
+        if args.variant is not None:
+            params = variant_params(params, args.variant, str(args.params))
         data = load_prepared(args.prepared)
-        tracked = stage_run(params.tracking, "train", flatten_params(params)) if rank_zero else nullcontext()
+        stage = "train" if args.variant is None else f"train:{args.variant}"
+        logged = flatten_params({"data": params.data, "model": params.model, "train": params.train})
+        tracked = stage_run(params.tracking, stage, logged) if rank_zero else nullcontext()
         with tracked as run:
             if run is not None:
-                run.set_tags({TAG_FINGERPRINT: data.meta["fingerprint"]})
+                run.set_tags({TAG_FINGERPRINT: data.meta["fingerprint"], TAG_VARIANT: args.variant or "main"})
 
             def logger_for(prefix: str | None) -> MLFlowLogger | bool:
                 if run is None:

@@ -4,7 +4,7 @@ import pytest
 
 from facetraits.config import StudyParams, load_params, merge_overrides, parse_params
 from facetraits.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, study_params
 
 
 def test_repository_params_yaml_is_valid_and_complete() -> None:
@@ -95,3 +95,25 @@ def test_overrides_merge_deeply_and_are_validated() -> None:
     assert merged.train.lr == 0.1 and merged.model.head == "linear"
     with pytest.raises(ConfigError, match="best.yaml: train.lr: Input should be greater than 0"):
         merge_overrides(params, {"train": {"lr": -1.0}}, source="best.yaml")
+
+
+def test_variants_apply_on_top_and_are_validated_like_params_yaml() -> None:
+    from facetraits.config import variant_params
+
+    params = study_params(train={"max_epochs": 4}, variants={"resnet": {"model": {"backbone": "resnet18"}}})
+    variant = variant_params(params, "resnet")
+    assert variant.model.backbone == "resnet18" and variant.train.max_epochs == 4 and variant.variants == {}
+    with pytest.raises(ConfigError, match=r"test: variants.bad: may change only \['model', 'train'\], not \['data'\]"):
+        study_params(variants={"bad": {"data": {"image_size": 32}}})
+    with pytest.raises(ConfigError, match=r"test: variants.typo: train.max_epoch: unknown key \(did you mean 'max_epochs'\?\)"):
+        study_params(variants={"typo": {"train": {"max_epoch": 3}}})
+    with pytest.raises(ConfigError, match="no variant named 'other'"):
+        variant_params(params, "other")
+
+
+def test_the_repository_params_file_holds_every_stage_section() -> None:
+
+    params = load_params(REPO / "params.yaml")
+    assert params.explain.methods == ["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap"]
+    assert params.manifold.methods == ["pca", "tsne", "umap"] and params.manifold.dims == [2, 3]
+    assert set(params.variants) == {"no_augment"}

@@ -72,3 +72,11 @@ def test_a_run_whose_process_died_is_closed_by_the_next_run(tracking: TrackingPa
         pass
     assert client.get_run(orphan.info.run_id).info.status == "KILLED"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING", "a live process's run is left alone"
+
+
+def test_metric_name_keeps_labels_readable_within_mlflow_rules() -> None:
+    from facetraits.tracking import metric_name
+
+    assert metric_name("Hand-crafted (colour + LBP + HOG, SVR)") == "Hand-crafted colour LBP HOG SVR"
+    assert metric_name("VGG16-BN, no_augment") == "VGG16-BN no_augment"
+    assert metric_name("report/mean_r/ViT-B/16") == "report/mean_r/ViT-B/16"

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from facetraits import __version__
-from facetraits.config import load_params
+from facetraits.config import METHOD_NAMES, load_params, parse_params
 from facetraits.errors import FaceTraitsError
 from facetraits.files import atomic_path
 
@@ -31,6 +31,15 @@ def _predict(args: argparse.Namespace) -> int:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, index=False)
         print(f"wrote {len(table)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from facetraits.explain.single import explain_image_file
+
+    params = load_params(args.params) if args.params.is_file() else parse_params({}, source="defaults")
+    explain_image_file(args.image, args.model, args.attribute, args.method, params.explain, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -59,15 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--square", choices=["pad", "crop"], default="pad", help="how non-square images are squared")
     predict.set_defaults(run=_predict)
+    explain = commands.add_parser("explain", help="write an attribution heatmap of one attribute for one face image")
+    explain.add_argument("image", type=Path)
+    explain.add_argument("--attribute", required=True, help="the attribute whose predicted rating is explained")
+    explain.add_argument("--method", default="gradcam", choices=METHOD_NAMES)
+    explain.add_argument("--model", type=Path, default=Path("models/best.ckpt"), help="a trained checkpoint")
+    explain.add_argument("--out", type=Path, help="PNG to write (default: IMAGE_ATTRIBUTE_METHOD.png beside IMAGE)")
+    explain.add_argument("--params", type=Path, default=Path("params.yaml"), help="method settings (explain section)")
+    explain.set_defaults(run=_explain)
     worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
     worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
-    worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql://user@host/db")
+    worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql+psycopg2://user@host/db")
     worker.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
     worker.add_argument("--params", type=Path, default=Path("params.yaml"))
     worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     worker.add_argument("--cache", type=Path, default=Path("results/sweep/cache"), help="frozen-feature cache")
     worker.set_defaults(run=_sweep_worker)
     args = parser.parse_args(argv)
+    if args.command == "explain" and args.out is None:
+        args.out = args.image.with_name(f"{args.image.stem}_{args.attribute}_{args.method}.png")
     try:
         return args.run(args)
     except FaceTraitsError as exc:

@@ -249,6 +249,86 @@ class TrackingParams:
     connect_timeout_s: Float = Field(10.0, gt=0)
 
 
+MethodName = Literal["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap", "saliency", "smoothgrad"]
+METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class ExplainParams:
+    methods: list[MethodName] = Field(
+        default_factory=lambda: ["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap"]
+    )
+    attributes: Literal["all"] | list[Str] = "all"
+    gradcam_block: Int = Field(5, ge=1, le=5)
+    baseline: Literal["blur", "mean"] = "blur"
+    blur_sigma: Float = Field(0.1, gt=0, le=1)
+    ig_steps: Int = Field(8, ge=2)
+    shap_samples: Int = Field(4, ge=1)
+    noise_samples: Int = Field(8, ge=1)
+    noise_stdev: Float = Field(0.1, ge=0)
+    gallery_faces: Int = Field(3, ge=1)
+    mean_faces: Int | None = Field(12, ge=1)
+    score_faces: Int = Field(4, ge=1)
+    curve_steps: Int = Field(8, ge=2)
+    randomize_blocks: Int = Field(1, ge=0, le=5)
+    sanity_threshold: Float = Field(0.5, ge=-1, le=1)
+    batch_size: Int = Field(16, ge=1)
+    seed: Int = 42
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_unique(cls, methods: list[str]) -> list[str]:
+        if not methods or len(set(methods)) != len(methods):
+            raise ValueError("must be a non-empty list without repeats")
+        return methods
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class HandcraftedParams:
+    hist_bins: Int = Field(16, ge=2)
+    lbp_points: Int = Field(8, ge=4)
+    lbp_radius: Float = Field(1.0, gt=0)
+    hog_orientations: Int = Field(9, ge=2)
+    hog_cell: Int = Field(8, ge=2)
+    c_grid: list[Float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
+    epsilon: Float = Field(0.1, ge=0)
+    gamma: Literal["scale", "auto"] | Float = "scale"
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class BaselinesParams:
+    reliability_repeats: Int = Field(20, ge=1)
+    seed: Int = 42
+    workers: Int = Field(1, ge=0)  # processes computing hand-crafted features; 0 = every core
+    handcrafted: HandcraftedParams = Field(default_factory=HandcraftedParams)
+
+
+ManifoldSource = Literal["features", "predicted", "human"]
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class ManifoldParams:
+    sources: list[ManifoldSource] = Field(default_factory=lambda: ["features", "predicted", "human"], min_length=1)
+    methods: list[Literal["pca", "tsne", "umap"]] = Field(default_factory=lambda: ["pca", "tsne", "umap"], min_length=1)
+    dims: list[Annotated[int, Strict(), Field(ge=2, le=3)]] = Field(default_factory=lambda: [2, 3], min_length=1)
+    perplexity: Float = Field(30.0, gt=0)
+    n_neighbors: Int = Field(15, ge=2)
+    pca_first: Int = Field(50, ge=2)
+    knn_neighbors: Int = Field(10, ge=1)
+    folds: Int = Field(5, ge=2)
+    pairs: Literal["auto"] | list[Annotated[list[Str], Field(min_length=2, max_length=2)]] = "auto"
+    permutations: Int = Field(999, ge=1)
+    seed: Int = 42
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class ReportParams:
+    title: Str = "How people judge faces: model, humans and baselines"
+
+
+VARIANT_SECTIONS = ("model", "train")
+
+
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class StudyParams:
     data: DataParams = Field(default_factory=DataParams)
@@ -256,6 +336,11 @@ class StudyParams:
     train: TrainParams = Field(default_factory=TrainParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    explain: ExplainParams = Field(default_factory=ExplainParams)
+    baselines: BaselinesParams = Field(default_factory=BaselinesParams)
+    manifold: ManifoldParams = Field(default_factory=ManifoldParams)
+    report: ReportParams = Field(default_factory=ReportParams)
+    variants: dict[Str, dict[str, Any]] = Field(default_factory=dict)
 
 
 def _dataclass_in(hint: Any) -> Any:
@@ -304,11 +389,37 @@ def parse_params(raw: Any, source: str = "params") -> StudyParams:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
-        return StudyParams(**raw)
+        params = StudyParams(**raw)
     except ValidationError as exc:
         raise ConfigError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return _check_variants(params, source)
+
+
+def _check_variants(params: StudyParams, source: str) -> StudyParams:
+    """Each variant must give valid parameters when applied, and may change only what training reads."""
+    problems = []
+    for name, overrides in params.variants.items():
+        outside = sorted(set(overrides) - set(VARIANT_SECTIONS))
+        if outside:
+            problems.append(f"{source}: variants.{name}: may change only {list(VARIANT_SECTIONS)}, not {outside}")
+            continue
+        try:
+            variant_params(params, name, source)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return params
+
+
+def variant_params(params: StudyParams, name: str, source: str = "params") -> StudyParams:
+    """The study's parameters with one named variant's model/train overrides applied."""
+    if name not in params.variants:
+        raise ConfigError(f"variants: no variant named '{name}' (known: {sorted(params.variants)})")
+    base = dataclasses.replace(params, variants={})
+    return merge_overrides(base, params.variants[name], source=f"{source}: variants.{name}")
 
 
 def merge_overrides(params: StudyParams, overrides: dict[str, Any], source: str = "overrides") -> StudyParams:

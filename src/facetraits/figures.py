@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from facetraits.files import atomic_path
+
+
+def save_figure(figure: Figure, path: Path, dpi: int = 110) -> Path:
+    """PNG written atomically: a figure is a DVC output like any other."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    return path
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +19,7 @@ from facetraits.models.face_module import load_module
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000
+_PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,20 @@ class Predictor:
     model: Callable[[torch.Tensor], torch.Tensor]
     attributes: tuple[str, ...]
     image_size: int
+
+
+@contextmanager
+def _pickle_refused() -> Iterator[None]:
+    """MLflow 3 still unpickles pickle-format models by default: a model file is data, never code to run."""
+    previous = os.environ.get(_PICKLE_SWITCH)
+    os.environ[_PICKLE_SWITCH] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_PICKLE_SWITCH)
+        else:
+            os.environ[_PICKLE_SWITCH] = previous
 
 
 def load_predictor(model: str) -> Predictor:
@@ -40,7 +57,8 @@ def load_predictor(model: str) -> Predictor:
 
     try:
         metadata = get_model_info(model).metadata or {}
-        loaded = mlflow.pytorch.load_model(model)
+        with _pickle_refused():
+            loaded = mlflow.pytorch.load_model(model)
     except (MlflowException, OSError) as exc:
         raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {exc}") from None
     if "attributes" not in metadata or "image_size" not in metadata:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import time
@@ -26,6 +27,7 @@ from facetraits.errors import ConfigError
 
 TAG_STAGE = "facetraits.stage"
 TAG_FINGERPRINT = "facetraits.data_fingerprint"
+TAG_VARIANT = "facetraits.variant"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_HOST = "facetraits.host"
 TAG_PID = "facetraits.pid"
@@ -39,11 +41,18 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
         if isinstance(value, Mapping):
             flat.update(flatten_params(value, prefix=f"{name}."))
         else:
             flat[name] = str(list(value) if isinstance(value, tuple) else value)
     return flat
+
+
+def metric_name(label: str) -> str:
+    """A readable label (`Hand-crafted (colour + LBP)`) as an MLflow metric name, which allows only [\\w .:/-]."""
+    return " ".join(re.sub(r"[^\w .:/-]+", " ", label).split())
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

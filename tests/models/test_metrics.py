@@ -3,7 +3,7 @@ import pytest
 import torch
 from scipy import stats
 
-from facetraits.models.metrics import AttributeMetrics
+from facetraits.models.metrics import METRIC_NAMES, AttributeMetrics, split_metrics
 
 
 def test_per_attribute_scores_match_scipy_and_skip_missing() -> None:
@@ -41,3 +41,24 @@ def test_constant_predictions_score_zero_not_nan() -> None:
     metric = AttributeMetrics(["a"])
     metric.update(torch.ones(6, 1), torch.arange(6, dtype=torch.float32).unsqueeze(1), torch.arange(6))
     assert float(metric.compute()["pearson/a"]) == 0.0
+
+
+def test_split_metrics_equal_attribute_metrics_as_the_train_summary_rounds_them() -> None:
+    rng = np.random.default_rng(1)
+    human = rng.normal(50, 20, size=(30, 3))
+    predicted = human + rng.normal(scale=15, size=(30, 3))
+    human[[2, 5, 11], 0] = np.nan
+    attributes = ["happy", "dominant", "age"]
+    metric = AttributeMetrics(attributes)
+    metric.update(torch.tensor(predicted), torch.tensor(human), torch.arange(30))
+    reference = metric.compute()
+    scores = split_metrics(predicted, human, attributes)
+    assert set(scores) == {f"{n}_mean" for n in METRIC_NAMES} | set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert scores[name] == {a: round(float(reference[f"{name}/{a}"]), 6) for a in attributes}
+        assert scores[f"{name}_mean"] == round(float(np.mean(list(scores[name].values()))), 6)
+        assert scores[f"{name}_mean"] == pytest.approx(float(reference[f"{name}_mean"]), abs=2e-6)
+    rated = ~np.isnan(human[:, 0])
+    assert scores["pearson"]["happy"] == pytest.approx(
+        stats.pearsonr(predicted[rated, 0], human[rated, 0])[0], abs=1e-5
+    )

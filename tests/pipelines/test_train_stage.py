@@ -1,7 +1,6 @@
 """The train stage end to end on tiny synthetic data: outputs, the MLflow run, the logged model and predict."""
 
 import json
-import runpy
 from pathlib import Path
 
 import mlflow
@@ -9,44 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from facetraits.cli import main as cli
-from facetraits.config import TrackingParams
 from facetraits.data.images import load_face
 from facetraits.models.face_module import load_module
-from facetraits.tracking import TAG_FINGERPRINT, TAG_STAGE
-from tests.conftest import REPO
+from facetraits.tracking import TAG_FINGERPRINT
 
 pytestmark = pytest.mark.slow
-
-prepare = runpy.run_path(str(REPO / "pipelines" / "prepare.py"))["main"]
-train = runpy.run_path(str(REPO / "pipelines" / "train.py"))["main"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("stage")
-    store = tmp_path_factory.mktemp("store")
-    tracking = TrackingParams(uri=f"sqlite:///{store / 'mlflow.db'}", experiment="train-stage", artifacts=str(store / "a"))
-    params = {
-        "data": {"image_size": 32, "attributes": ["happy", "dominant", "attractive"], "synthetic": {"n_faces": 40}},
-        "model": {"head_hidden": 8},
-        "train": {"max_epochs": 2, "batch_size": 16, "progress_bar": False, "patience": 5},
-        "tracking": {"uri": tracking.uri, "experiment": tracking.experiment, "artifacts": tracking.artifacts},
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    paths = {"prepared": root / "prepared", "models": root / "models", "out": root / "results"}
-    assert prepare(["--params", str(root / "params.yaml"), "--out", str(paths["prepared"]), "--summary", str(root / "p.json")]) == 0
-    args = ["--params", str(root / "params.yaml")] + [x for k, v in paths.items() for x in (f"--{k}", str(v))]
-    assert train(args) == 0
-    client = MlflowClient(tracking.uri)
-    experiment = client.get_experiment_by_name(tracking.experiment)
-    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STAGE}` = 'train'")
-    return {**paths, "root": root, "client": client, "run": run, "tracking": tracking}
-
 
 def test_outputs_for_dvc(trained) -> None:
     out = trained["out"]

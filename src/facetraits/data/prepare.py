@@ -188,6 +188,17 @@ def _compact(path: Path, keep: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def _require_rated_faces(faces: pd.DataFrame, attributes: Sequence[str], source: str) -> None:
+    """Training standardizes each attribute by its train-split ratings: an attribute needs some there."""
+    train = faces["split"] == "train"
+    unrated = [a for a in attributes if faces.loc[train, a].notna().sum() == 0]
+    if unrated:
+        raise DataError(
+            f"data.source '{source}': attribute(s) {unrated} have no rated face in the train split; "
+            "leave them out of data.attributes"
+        )
+
+
 def _write_csv_gz(table: pd.DataFrame, path: Path) -> None:
     """Gzip with no timestamp or file name in the header, so equal tables give equal bytes."""
     with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=3) as packed:
@@ -297,6 +308,7 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             factors = factors[keep] if factors is not None else None
 
         faces.insert(3, "split", assign_splits(faces["group"].tolist(), params.split.fractions, params.seed))
+        _require_rated_faces(faces, table.attributes, params.source)
         faces.to_csv(tmp / FACES_FILE, index=False)
         written = [images_path, tmp / FACES_FILE]
         ratings = table.ratings

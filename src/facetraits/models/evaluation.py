@@ -13,16 +13,25 @@ import pandas as pd
 import torch
 import torchvision
 
-from matplotlib.figure import Figure
-
 from facetraits.data.prepared import PreparedData
-from facetraits.figures import learning_curves, prediction_scatter
+from facetraits.errors import ConfigError
+from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, load_module
 from facetraits.models.metrics import METRIC_NAMES
 from facetraits.models.training import FitResult, predict_images
 from facetraits.tracking import StageRun
+
+
+def trained_checkpoints(models_dir: Path) -> list[Path]:
+    """The shared model's best.ckpt, or one per attribute under models/<attribute>/ (per_attribute protocol)."""
+    models_dir = Path(models_dir)
+    shared = models_dir / "best.ckpt"
+    found = [shared] if shared.is_file() else sorted(models_dir.glob("*/best.ckpt"))
+    if not found:
+        raise ConfigError(f"{models_dir}: no best.ckpt; run the train stage first (dvc repro train)")
+    return found
 
 
 def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarray:
@@ -94,12 +103,6 @@ def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def _save_figure(figure: Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    return path
-
-
 def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
     """metrics.json, history.csv, predictions.csv and figures under out_dir, each written atomically."""
     out_dir = Path(out_dir)
@@ -113,11 +116,11 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
         table.to_csv(tmp, index=False)
     figures = out_dir / "figures"
     artifacts = [(out_dir / "metrics.json", "train"), (out_dir / "history.csv", "train"), (out_dir / "predictions.csv", "train")]
-    artifacts.append((_save_figure(learning_curves(history), figures / "learning_curves.png"), "train/figures"))
+    artifacts.append((save_figure(learning_curves(history), figures / "learning_curves.png"), "train/figures"))
     test = table[table["split"] == "test"]
     for attribute, rows in test.groupby("attribute", sort=False):
         figure = prediction_scatter(rows["human"].to_numpy(), rows["predicted"].to_numpy(), str(attribute), "test")
-        artifacts.append((_save_figure(figure, figures / "scatter" / f"{attribute}.png"), "train/figures/scatter"))
+        artifacts.append((save_figure(figure, figures / "scatter" / f"{attribute}.png"), "train/figures/scatter"))
     return TrainOutputs(summary=summary, flat_metrics=flat_test_metrics(summary), artifacts=artifacts)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional import mean_absolute_error, pearson_corrcoef, r2_score, spearman_corrcoef
 from torchmetrics.utilities import dim_zero_cat
+
+from facetraits.errors import DataError
 
 METRIC_NAMES = ("pearson", "spearman", "mae", "r2")
 
@@ -72,3 +76,26 @@ def attribute_scores(preds: torch.Tensor, target: torch.Tensor) -> dict[str, tor
         "mae": mean_absolute_error(preds, target),
         "r2": r2_score(preds, target),
     }
+
+
+def split_metrics(predicted: np.ndarray, human: np.ndarray, attributes: Sequence[str]) -> dict[str, Any]:
+    """Scores of predictions made outside Lightning, shaped like the "test" section of results/train/metrics.json.
+
+    The same attribute_scores in float32 as AttributeMetrics, and means of the rounded values as
+    summary_metrics takes them, so a baseline and the network are measured with one ruler.
+    NaN human ratings are left out attribute by attribute.
+    """
+    if np.shape(predicted) != np.shape(human) or np.ndim(human) != 2 or np.shape(human)[1] != len(attributes):
+        raise DataError(
+            f"predicted {np.shape(predicted)} and human {np.shape(human)} must both be (faces, {len(attributes)}) "
+            f"for attributes {list(attributes)}"
+        )
+    preds = torch.as_tensor(np.asarray(predicted), dtype=torch.float32)
+    target = torch.as_tensor(np.asarray(human), dtype=torch.float32)
+    per_metric: dict[str, dict[str, float]] = {name: {} for name in METRIC_NAMES}
+    for column, attribute in enumerate(attributes):
+        observed = ~torch.isnan(target[:, column])
+        for name, value in attribute_scores(preds[observed, column], target[observed, column]).items():
+            per_metric[name][attribute] = round(float(value), 6)
+    means = {f"{name}_mean": round(float(np.mean(list(values.values()))), 6) for name, values in per_metric.items()}
+    return {**means, **per_metric}

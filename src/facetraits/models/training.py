@@ -23,6 +23,7 @@ from facetraits.config import ModelParams, TrainParams
 from facetraits.data.face_datamodule import FaceDataModule
 from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
+from facetraits.errors import ConfigError
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
@@ -104,6 +105,17 @@ def _resume_checkpoint(checkpoint_dir: Path, signature: str, resume: bool) -> Pa
     for stale in checkpoint_dir.glob("*.ckpt"):
         stale.unlink(missing_ok=True)  # DDP ranks may race to clean the same folder
     return None
+
+
+def _checkpoint_epoch(checkpoint: Path) -> int:
+    """The epoch a resumable checkpoint ended; a truncated or foreign file is named, not a traceback."""
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+    except Exception as exc:  # noqa: BLE001 - unpickling, truncation and a missing key all mean: not resumable
+        raise ConfigError(
+            f"{checkpoint}: cannot resume from this checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "delete it or set train.resume: false to start afresh"
+        ) from None
 
 
 def build_module(
@@ -207,9 +219,7 @@ def fit_attributes(
         fingerprint=data.meta.get("fingerprint"),
     )  # fmt: skip
     resume_from = _resume_checkpoint(checkpoint_dir, signature, train.resume)
-    resumed_epoch = None
-    if resume_from is not None:
-        resumed_epoch = int(torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"])
+    resumed_epoch = None if resume_from is None else _checkpoint_epoch(resume_from)
     history = EpochHistory()
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir, filename=BEST, monitor=MONITOR, mode="max", save_weights_only=True,
@@ -303,7 +313,6 @@ def cached_frozen_features(data: PreparedData, model: ModelParams, seed: int, ca
     L.seed_everything(seed, verbose=False)
     frozen = dataclasses.replace(model, trainable_blocks=0)
     features = backbone_features(build_module(data, data.attributes, frozen, TrainParams()).net, data.images)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, features)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, features)
     return features

@@ -10,16 +10,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+import yaml
+from optuna.trial import TrialState
 
-from facetraits.errors import ConfigError  # noqa: E402
-from facetraits.files import atomic_path, atomic_write_text  # noqa: E402
-from facetraits.sweep.space import as_overrides  # noqa: E402
-
+from facetraits.errors import ConfigError
+from facetraits.files import atomic_path, atomic_write_text
+from facetraits.sweep.space import as_overrides
 
 TRIAL_COLUMNS = ("number", "state", "value")
 

@@ -83,6 +83,16 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: under SLURM or taskset that is the allocation, not the whole node."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def sampler_seed(seed: int, trials_so_far: int, worker: int) -> int:
+    """Distinct per worker and per (re)run, so a resumed study does not replay its first run's random draws."""
+    return int(np.random.SeedSequence([seed, trials_so_far, worker]).generate_state(1)[0])
+
+
 def worker_quotas(remaining: int, workers: int) -> list[int]:
     """Split the remaining trials so the total is exact: each worker runs its own share."""
     base, extra = divmod(remaining, workers)
@@ -102,6 +112,7 @@ class WorkerSpec:
     cache_dir: str
     device: str | None
     threads: int
+    sampler_seed: int
 
 
 def objective(trial: optuna.Trial, params: StudyParams, data: PreparedData, cache_dir: Path) -> float:
@@ -135,7 +146,7 @@ def run_worker(spec: WorkerSpec) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.device
     torch.set_num_threads(spec.threads)
     data = load_prepared(Path(spec.prepared))
-    study = open_study(spec.study, spec.storage, spec.params.sweep, spec.params.sweep.seed + spec.index)
+    study = open_study(spec.study, spec.storage, spec.params.sweep, spec.sampler_seed)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     tracking = spec.params.tracking
 
@@ -181,16 +192,29 @@ def run_sweep(
     blocks = params.sweep.space.trainable_blocks
     if (blocks.low if blocks is not None else params.model.trainable_blocks) == 0:
         cached_frozen_features(data, params.model, params.train.seed, cache_dir)  # once, before the workers start
-    threads = max(1, (os.cpu_count() or 1) // len(quotas))
+    threads = max(1, usable_cores() // len(quotas))
     specs = [
-        WorkerSpec(params, str(prepared), name, storage, quota, index, str(cache_dir), device, threads)
+        WorkerSpec(
+            params,
+            str(prepared),
+            name,
+            storage,
+            quota,
+            index,
+            str(cache_dir),
+            device,
+            threads,
+            sampler_seed(params.sweep.seed, len(study.trials), index),
+        )
         for index, (quota, device) in enumerate(zip(quotas, _devices(len(quotas)), strict=True))
     ]
     if len(specs) == 1:
         run_worker(specs[0])
     else:
         context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=run_worker, args=(spec,), name=f"sweep-worker-{spec.index}") for spec in specs]
+        processes = [
+            context.Process(target=run_worker, args=(spec,), name=f"sweep-worker-{spec.index}") for spec in specs
+        ]
         for process in processes:
             process.start()
         for process in processes:
@@ -205,5 +229,7 @@ def worker_spec_for_join(
     params: StudyParams, prepared: Path, storage: str, name: str, n_trials: int, cache_dir: Path
 ) -> WorkerSpec:
     """`facetraits sweep-worker`: one more worker, on this node, for a study that already exists."""
-    return WorkerSpec(params, str(prepared), name, storage, n_trials, os.getpid(), str(cache_dir), None, os.cpu_count() or 1)
-
+    return WorkerSpec(
+        params, str(prepared), name, storage, n_trials, os.getpid(), str(cache_dir), None, usable_cores(),
+        sampler_seed(params.sweep.seed, 0, os.getpid()),
+    )  # fmt: skip

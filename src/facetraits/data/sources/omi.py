@@ -10,13 +10,13 @@ import pandas as pd
 from facetraits.config import DataParams
 from facetraits.data.sources.base import (
     SourceTable,
-    sheet_rows,
     long_ratings,
     numeric_ratings,
     require_columns,
     require_file,
     resolve_inside,
     select_attributes,
+    sheet_rows,
     unique_ids,
 )
 from facetraits.errors import DataError

@@ -1,0 +1,1 @@
+"""Baselines a model is judged against: the human noise ceiling and the paper's hand-crafted features."""

@@ -1,0 +1,111 @@
+"""The two reference points every model score is read against: how consistent humans are, and low-level features."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facetraits.baselines.handcrafted import SvrBaselineResult, fit_svr_baseline, handcrafted_features
+from facetraits.baselines.reliability import split_half_reliability
+from facetraits.config import BaselinesParams
+from facetraits.data.prepared import PreparedData
+from facetraits.files import atomic_path, atomic_write_json
+from facetraits.models.metrics import split_metrics
+
+NO_RAW_RATINGS = "the data source has no per-rater ratings, so human split-half reliability cannot be estimated"
+
+
+@dataclass(frozen=True)
+class BaselineResults:
+    reliability: pd.DataFrame | None  # indexed by attribute: reliability, ceiling, faces, ratings_per_face
+    handcrafted: SvrBaselineResult
+    seconds: dict[str, float]
+
+
+def run_baselines(data: PreparedData, params: BaselinesParams) -> BaselineResults:
+    """Reliability over every face's raw ratings (a property of the data set); the SVR fit on train, chosen on val."""
+    started = time.perf_counter()
+    ratings = data.ratings()
+    reliability = (
+        None
+        if ratings is None
+        else split_half_reliability(ratings, data.attributes, params.reliability_repeats, params.seed)
+    )
+    after_reliability = time.perf_counter()
+    settings = params.handcrafted
+    features = handcrafted_features(
+        data.images, settings.hist_bins, settings.lbp_points, settings.lbp_radius, settings.hog_orientations,
+        settings.hog_cell, n_jobs=params.workers or (os.cpu_count() or 1),
+    )  # fmt: skip
+    after_features = time.perf_counter()
+    targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)
+    handcrafted = fit_svr_baseline(
+        features, targets, data.indices("train"), data.indices("val"), settings.c_grid, settings.epsilon, settings.gamma
+    )
+    seconds = {
+        "reliability": after_reliability - started,
+        "features": after_features - after_reliability,
+        "svr": time.perf_counter() - after_features,
+    }
+    return BaselineResults(reliability, handcrafted, seconds)
+
+
+def baseline_metrics(data: PreparedData, results: BaselineResults) -> dict[str, Any]:
+    """results/baselines/metrics.json: human reliability and ceiling, and the hand-crafted model's val/test scores."""
+    attributes = list(data.attributes)
+    human = data.faces[attributes].to_numpy(dtype=np.float64)
+    predicted = results.handcrafted.predictions
+    handcrafted: dict[str, Any] = {
+        split: split_metrics(predicted[rows], human[rows], attributes)
+        for split, rows in (("val", data.indices("val")), ("test", data.indices("test")))
+    }
+    handcrafted["chosen_c"] = dict(zip(attributes, results.handcrafted.chosen_c, strict=True))
+    if results.reliability is None:
+        return {"human": {"skipped": NO_RAW_RATINGS}, "handcrafted": handcrafted}
+    table = results.reliability
+
+    def by_attribute(column: str) -> dict[str, float | None]:
+        return {a: None if np.isnan(v) else round(float(v), 6) for a, v in table[column].items()}
+
+    human_summary = {
+        "reliability_mean": round(float(table["reliability"].mean()), 6),
+        "reliability_min": round(float(table["reliability"].min()), 6),
+        "reliability_max": round(float(table["reliability"].max()), 6),
+        "ceiling_mean": round(float(table["ceiling"].mean()), 6),
+        "reliability": by_attribute("reliability"),
+        "ceiling": by_attribute("ceiling"),
+    }
+    return {"human": human_summary, "handcrafted": handcrafted}
+
+
+def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir: Path) -> dict[str, Any]:
+    """metrics.json, reliability.csv and the hand-crafted predictions, each written atomically."""
+    out_dir = Path(out_dir)
+    metrics = baseline_metrics(data, results)
+    attributes = list(data.attributes)
+    predictions = pd.DataFrame(
+        {
+            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
+            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
+            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
+            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
+            "predicted": results.handcrafted.predictions.reshape(-1),
+        }
+    )
+    with atomic_path(out_dir / "handcrafted_predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "reliability.csv") as tmp:
+        if results.reliability is None:
+            pd.DataFrame(columns=["attribute", "reliability", "ceiling", "faces", "ratings_per_face"]).to_csv(
+                tmp, index=False
+            )
+        else:
+            results.reliability.to_csv(tmp)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics

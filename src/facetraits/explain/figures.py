@@ -1,0 +1,72 @@
+"""Heatmaps over faces: per-face galleries and mean maps, for MLflow and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+_COLOURMAP = matplotlib.colormaps["jet"]
+
+
+def normalized(heatmap: np.ndarray) -> np.ndarray:
+    """Scaled to [0, 1] by its 99th percentile: one hot pixel should not wash out the rest of the map."""
+    top = float(np.percentile(heatmap, 99))
+    return np.clip(heatmap / top, 0, 1) if top > 0 else np.zeros_like(heatmap, dtype=np.float64)
+
+
+def overlay(face: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """uint8 face (H, W, 3) blended with the jet-coloured, normalized heatmap (H, W)."""
+    colour = _COLOURMAP(normalized(heatmap))[..., :3] * 255
+    return np.round((1 - alpha) * face.astype(np.float64) + alpha * colour).astype(np.uint8)
+
+
+def heatmap_gallery(
+    faces: np.ndarray, heatmaps: np.ndarray, roles: Sequence[str], captions: Sequence[str], title: str
+) -> Figure:
+    """One row per role (highest / lowest / random prediction), faces with their heatmaps laid over."""
+    order = list(dict.fromkeys(roles))
+    columns = max(list(roles).count(role) for role in order)
+    figure = Figure(figsize=(1.3 * columns + 0.8, 1.45 * len(order) + 0.4), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(len(order), columns, squeeze=False))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for row, role in enumerate(order):
+        members = [k for k, r in enumerate(roles) if r == role]
+        for column, k in enumerate(members):
+            ax = axes[row, column]
+            ax.imshow(overlay(faces[k], heatmaps[k]))
+            ax.set_title(captions[k], fontsize=7)
+        axes[row, 0].text(-0.08, 0.5, role, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center")
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def mean_heatmap(heatmaps: np.ndarray) -> np.ndarray:
+    """Average of maps each scaled to unit sum, so every face weighs the same whatever its map's scale."""
+    totals = heatmaps.reshape(len(heatmaps), -1).sum(axis=1)
+    scaled = heatmaps / np.where(totals > 0, totals, 1.0)[:, None, None]
+    return scaled.mean(axis=0)
+
+
+def mean_heatmap_grid(mean_face: np.ndarray, means: Mapping[str, Mapping[str, np.ndarray]], title: str) -> Figure:
+    """Rows = attributes, columns = methods: each mean map over the mean face (faces are aligned)."""
+    attributes = list(means)
+    methods = list(dict.fromkeys(m for per_method in means.values() for m in per_method))
+    figure = Figure(figsize=(1.5 * len(methods) + 1.0, 1.5 * len(attributes) + 0.5), layout="constrained")
+    axes = figure.subplots(len(attributes), len(methods), squeeze=False)
+    for row, attribute in enumerate(attributes):
+        for column, method in enumerate(methods):
+            ax = axes[row, column]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if method in means[attribute]:
+                ax.imshow(overlay(mean_face, means[attribute][method]))
+            if row == 0:
+                ax.set_title(method.replace("_", " "), fontsize=8)
+            if column == 0:
+                ax.set_ylabel(attribute, fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    return figure

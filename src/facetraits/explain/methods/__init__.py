@@ -1,0 +1,28 @@
+"""The attribution methods by name, built from the explain parameters."""
+
+from __future__ import annotations
+
+from facetraits.config import METHOD_NAMES, ExplainParams
+from facetraits.errors import ConfigError
+from facetraits.explain.methods.base import AttributionMethod
+from facetraits.explain.methods.gradcam import GradCam
+from facetraits.explain.methods.gradient_shap import GradientShap
+from facetraits.explain.methods.guided_gradcam import GuidedGradCam
+from facetraits.explain.methods.integrated_gradients import IntegratedGradients
+from facetraits.explain.methods.saliency import Saliency, SmoothGrad
+from facetraits.models.components.net import FaceTraitsNet
+
+
+def build_method(name: str, net: FaceTraitsNet, params: ExplainParams) -> AttributionMethod:
+    common = {"baseline": params.baseline, "blur_sigma": params.blur_sigma}
+    builders = {
+        "gradcam": lambda: GradCam(net, block=params.gradcam_block, **common),
+        "guided_gradcam": lambda: GuidedGradCam(net, block=params.gradcam_block, **common),
+        "integrated_gradients": lambda: IntegratedGradients(net, steps=params.ig_steps, **common),
+        "gradient_shap": lambda: GradientShap(net, samples=params.shap_samples, stdev=params.noise_stdev, **common),
+        "saliency": lambda: Saliency(net, **common),
+        "smoothgrad": lambda: SmoothGrad(net, samples=params.noise_samples, stdev=params.noise_stdev, **common),
+    }
+    if name not in builders:
+        raise ConfigError(f"explain.methods: unknown method '{name}'; known: {list(METHOD_NAMES)}")
+    return builders[name]()

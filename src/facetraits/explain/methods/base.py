@@ -1,0 +1,87 @@
+"""What every attribution method shares: the model's input convention and the step from raw attributions to maps.
+
+Each method overrides `attribute` (the captum call) and, where its raw output is not pixel-shaped,
+`to_pixel_map` — as in pytorch-grad-cam, one small file per method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import nn
+
+from facetraits.errors import ConfigError
+from facetraits.models.components.backbones import Backbone
+from facetraits.models.components.net import FaceTraitsNet
+
+Baseline = Literal["blur", "mean"]
+
+
+def baseline_images(images: torch.Tensor, kind: Baseline, blur_sigma: float) -> torch.Tensor:
+    """The 'information removed' reference: a heavy blur of each face, or its mean colour.
+
+    Used both as the IG / GradientSHAP reference and as what deletion / insertion fill pixels with,
+    so a method is scored against the same notion of absence it was computed with.
+    """
+    if kind == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images).contiguous()
+    sigma = max(blur_sigma * images.shape[-1], 0.5)
+    kernel = 2 * int(3 * sigma) + 1
+    return TF.gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+
+
+def gradcam_layer(backbone: Backbone, block: int) -> nn.Module:
+    """The module whose activations Grad-CAM weighs: the last ReLU of a VGG block, else the block's output.
+
+    A ResNet block reuses one ReLU module several times, so hooking it would see the wrong call.
+    """
+    if not 1 <= block <= len(backbone.blocks):
+        raise ConfigError(f"explain.gradcam_block: must be 1..{len(backbone.blocks)}, got {block}")
+    if not any(isinstance(m, nn.Conv2d) for m in backbone.blocks[block - 1].modules()):
+        raise ConfigError(
+            f"explain.methods: Grad-CAM weighs feature maps; block {block} of this backbone has none (ViT)"
+        )
+    if block == len(backbone.blocks):
+        layer = backbone.attribution_layer
+    else:
+        module = backbone.blocks[block - 1]
+        relus = [child for child in module.children() if isinstance(child, nn.ReLU)]
+        layer = relus[-1] if relus else module
+    return layer
+
+
+class AttributionMethod(ABC):
+    """Maps (B, H, W) >= 0 of one attribute's predicted rating, for [0, 1] RGB images (B, 3, H, W)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, net: nn.Module, baseline: Baseline, blur_sigma: float) -> None:
+        self.net = net.eval()
+        self.baseline = baseline
+        self.blur_sigma = blur_sigma
+
+    def maps(self, images: torch.Tensor, target: int) -> torch.Tensor:
+        with torch.enable_grad():
+            raw = self.attribute(images.detach().clone().requires_grad_(True), target)
+        return self.to_pixel_map(raw.detach(), images.shape[-2:]).float()
+
+    def references(self, images: torch.Tensor) -> torch.Tensor:
+        return baseline_images(images, self.baseline, self.blur_sigma)
+
+    @abstractmethod
+    def attribute(self, images: torch.Tensor, target: int) -> torch.Tensor: ...
+
+    def to_pixel_map(self, raw: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """Pixel-level methods: evidence for or against counts, so magnitudes are summed over channels."""
+        return raw.abs().sum(dim=1)
+
+
+class LayerAttributionMethod(AttributionMethod):
+    """Methods that read one backbone layer's activations (Grad-CAM and its guided variant)."""
+
+    def __init__(self, net: FaceTraitsNet, baseline: Baseline, blur_sigma: float, block: int) -> None:
+        super().__init__(net, baseline, blur_sigma)
+        self.layer = gradcam_layer(net.backbone, block)

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import torch
+from captum.attr import GuidedGradCam as CaptumGuidedGradCam
+
+from facetraits.explain.methods.base import LayerAttributionMethod
+
+
+class GuidedGradCam(LayerAttributionMethod):
+    """Grad-CAM times guided backprop: attribute-specific and pixel-sharp (needs out-of-place ReLUs)."""
+
+    name = "guided_gradcam"
+
+    def attribute(self, images: torch.Tensor, target: int) -> torch.Tensor:
+        return CaptumGuidedGradCam(self.net, self.layer).attribute(images, target=target, interpolate_mode="bilinear")

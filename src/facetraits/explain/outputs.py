@@ -1,0 +1,121 @@
+"""What the explain stage leaves behind: scores.json, galleries, mean maps and the raw maps, under one folder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facetraits.data.prepared import PreparedData
+from facetraits.explain.figures import heatmap_gallery, mean_heatmap, mean_heatmap_grid
+from facetraits.explain.study import AttributeExplanation, mean_defined
+from facetraits.figures import save_figure
+from facetraits.files import atomic_directory, atomic_write_json
+
+SCORES_FILE = "scores.json"
+MEAN_GRID_FILE = "mean_heatmaps.png"
+
+
+@dataclass(frozen=True)
+class ExplainOutputs:
+    scores: dict[str, Any]
+    flat_metrics: dict[str, float]
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined score (no usable face) is written as null."""
+    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def scores_summary(explanations: Sequence[AttributeExplanation]) -> dict[str, Any]:
+    """Per attribute and method, plus each method's mean over attributes (what `dvc metrics show` compares)."""
+    attributes: dict[str, Any] = {}
+    by_method: dict[str, dict[str, list[float]]] = {}
+    for explanation in explanations:
+        entry: dict[str, Any] = {"reference": {k: _finite_or_none(v) for k, v in explanation.reference_scores.items()}}
+        for result in explanation.methods:
+            entry[result.method] = {k: _finite_or_none(v) for k, v in result.scores.items()}
+            for key, value in result.scores.items():
+                by_method.setdefault(result.method, {}).setdefault(key, []).append(value)
+        attributes[explanation.attribute] = entry
+    means = {
+        method: {key: _finite_or_none(mean_defined(np.asarray(values))) for key, values in scores.items()}
+        for method, scores in by_method.items()
+    }  # fmt: skip
+    return {"mean": means, "attributes": attributes}
+
+
+def flat_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    flat = {}
+    for method, scores in summary["mean"].items():
+        flat.update({f"explain/{method}/{key}": value for key, value in scores.items() if value is not None})
+    for attribute, entry in summary["attributes"].items():
+        for method, scores in entry.items():
+            flat.update({f"explain/{attribute}/{method}/{k}": v for k, v in scores.items() if v is not None})
+    return flat
+
+
+def _faces_table(data: PreparedData, explanation: AttributeExplanation) -> pd.DataFrame:
+    selection = explanation.selection
+    role = np.full(len(selection.rows), "", dtype=object)
+    role[selection.gallery] = selection.gallery_roles
+    in_mean = np.zeros(len(selection.rows), dtype=bool)
+    in_mean[selection.mean] = True
+    scored = np.zeros(len(selection.rows), dtype=bool)
+    scored[selection.scored] = True
+    return pd.DataFrame(
+        {
+            "map_index": np.arange(len(selection.rows)),
+            "row": selection.rows,
+            "id": data.faces["id"].to_numpy()[selection.rows],
+            "predicted": selection.predicted,
+            "gallery": role,
+            "in_mean": in_mean,
+            "scored": scored,
+        }
+    )
+
+
+def write_explain_outputs(
+    data: PreparedData, explanations: Sequence[AttributeExplanation], out_dir: Path
+) -> ExplainOutputs:
+    """Swapped in as a whole: a failed run leaves the previous results/explain untouched."""
+    summary = scores_summary(explanations)
+    test_rows = data.indices("test")
+    mean_face = np.asarray(data.images[test_rows], dtype=np.float64).mean(axis=0).round().astype(np.uint8)
+    means: dict[str, dict[str, np.ndarray]] = {}
+    with atomic_directory(Path(out_dir)) as tmp:
+        atomic_write_json(tmp / SCORES_FILE, summary)
+        for explanation in explanations:
+            folder = tmp / explanation.attribute
+            selection = explanation.selection
+            faces = np.asarray(data.images[selection.rows])
+            folder.mkdir(parents=True)
+            _faces_table(data, explanation).to_csv(folder / "faces.csv", index=False)
+            captions = [f"{p:.2f}" for p in selection.predicted[selection.gallery]]
+            for result in explanation.methods:
+                method_folder = folder / result.method
+                method_folder.mkdir()
+                np.save(method_folder / "maps.npy", result.maps)
+                title = f"{explanation.attribute}: {result.method.replace('_', ' ')} (caption: predicted rating)"
+                figure = heatmap_gallery(
+                    faces[selection.gallery], result.maps[selection.gallery], selection.gallery_roles, captions, title
+                )
+                save_figure(figure, method_folder / "gallery.png")
+                means.setdefault(explanation.attribute, {})[result.method] = mean_heatmap(result.maps[selection.mean])
+            count = len(selection.mean)
+            save_figure(
+                mean_heatmap_grid(mean_face, {explanation.attribute: means[explanation.attribute]},
+                                  f"{explanation.attribute}: mean map over {count} of {len(test_rows)} test faces"),
+                folder / "mean.png",
+            )  # fmt: skip
+        if means:
+            save_figure(
+                mean_heatmap_grid(mean_face, means, "Mean attribution maps over test faces"), tmp / MEAN_GRID_FILE
+            )
+    return ExplainOutputs(scores=summary, flat_metrics=flat_metrics(summary))

@@ -1,0 +1,152 @@
+"""Low-dimensional maps of faces from backbone features, predicted or human attribute vectors.
+
+Columns are standardized before any map: backbone units and rating scales differ by orders of magnitude
+in variance (ReLU units from near-dead to saturated; OMI age in years next to 0-100 ratings), and
+unscaled Euclidean distances would be decided by the few widest columns. After scaling every column
+weighs the same; constant columns (dead units) become all-zero and drop out of every distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from facetraits.errors import ConfigError, DataError
+
+Method = Literal["pca", "tsne", "umap"]
+METHODS: tuple[str, ...] = ("pca", "tsne", "umap")
+AXES: tuple[str, ...] = ("x", "y", "z")
+# t-SNE's Barnes-Hut gradient is only defined for up to 3 output dimensions; 3 is all the figures use.
+MAX_DIMS = 3
+MIN_ROWS = 5
+
+
+def impute_with_means(values: np.ndarray, rows: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Missing ratings replaced by the attribute's mean over `rows` (the training faces).
+
+    A filled face sits near the attribute's centre (about 0 after standardizing) and adds no spread of its
+    own; training-face means keep the fill free of test ratings. The cost: faces missing many ratings drift
+    towards the middle of the map, so report how many values were filled.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(names):
+        raise DataError(f"values must be (faces, {len(names)}) for attributes {list(names)}, got shape {values.shape}")
+    reference = values[np.asarray(rows)]
+    observed = ~np.isnan(reference).all(axis=0)
+    if not observed.all():
+        missing = [name for name, seen in zip(names, observed, strict=True) if not seen]
+        raise DataError(
+            f"attributes {missing} have no rating among the {len(reference)} reference faces to impute from"
+        )
+    return np.where(np.isnan(values), np.nanmean(reference, axis=0), values)
+
+
+def standardize_columns(values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Zero mean, unit variance per column, scaled by all rows' statistics; `rows` picks which rows come back.
+
+    Returning only a subsample spares a full scaled copy of wide features (10k x 25088 float32 is 1 GB);
+    float32 input stays float32 for the same reason.
+    """
+    matrix = _checked_matrix(values)
+    scaler = StandardScaler().fit(matrix)
+    return scaler.transform(matrix if rows is None else matrix[rows])
+
+
+def embed(
+    values: np.ndarray,
+    method: Method,
+    dims: int,
+    seed: int,
+    perplexity: float = 30,
+    n_neighbors: int = 15,
+    pca_first: int = 50,
+) -> np.ndarray:
+    """(N, dims) coordinates of the standardized rows; the same inputs give the same map bit for bit.
+
+    t-SNE and UMAP first see the top min(pca_first, D, N-1) principal components: it removes most of
+    the noise dimensions of wide backbone features and makes the neighbour search fast. Perplexity is
+    clamped below N/3 and UMAP's n_neighbors below N so tiny test sets still embed. t-SNE starts from
+    the PCA layout (it keeps the global arrangement), so its map hardly depends on the seed; UMAP's does.
+    3-D t-SNE needs a few hundred faces: below that its clusters come out blurred.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"manifold method must be one of {METHODS}, got {method!r}")
+    if not 1 <= dims <= MAX_DIMS:
+        raise ConfigError(f"manifold dims must be 1..{MAX_DIMS}, got {dims}")
+    scaled = standardize_columns(values)
+    rows, columns = scaled.shape
+    if rows < max(MIN_ROWS, dims + 2):
+        raise DataError(f"values has {rows} rows; a {dims}-D map needs at least {max(MIN_ROWS, dims + 2)} faces")
+    if method == "pca":
+        if dims > columns:
+            raise DataError(f"values has {columns} columns; a {dims}-D PCA map needs at least {dims}")
+        return PCA(n_components=dims, random_state=seed).fit_transform(scaled).astype(np.float64)
+    components = min(pca_first, columns, rows - 1)
+    reduced = PCA(n_components=components, random_state=seed).fit_transform(scaled) if components < columns else scaled
+    if method == "tsne":
+        return _tsne(reduced, dims, seed, perplexity)
+    return _umap(reduced, dims, seed, n_neighbors)
+
+
+def _tsne(reduced: np.ndarray, dims: int, seed: int, perplexity: float) -> np.ndarray:
+    if perplexity <= 0:
+        raise ConfigError(f"t-SNE perplexity must be positive, got {perplexity}")
+    perplexity = min(perplexity, (len(reduced) - 1) / 3)
+    tsne = TSNE(n_components=dims, perplexity=perplexity, init="pca", random_state=seed, n_jobs=1)
+    # Same map with any thread count, but OpenMP threads spin-wait for each other: on a busy 2-core box a 3-D map
+    # of 1000 faces took 37 s with two threads and 9 s with one (6.7 s vs 7.8 s when the box was quiet).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return tsne.fit_transform(reduced).astype(np.float64)
+
+
+def _umap(reduced: np.ndarray, dims: int, seed: int, n_neighbors: int) -> np.ndarray:
+    if n_neighbors < 2:
+        raise ConfigError(f"UMAP n_neighbors must be at least 2, got {n_neighbors}")
+    # Imported here: numba compiles UMAP on its first fit in a process (about 10 s), which PCA/t-SNE callers skip.
+    from umap import UMAP
+
+    # A random_state makes UMAP single-threaded anyway; n_jobs=1 says so instead of a warning that it overrode it.
+    umap = UMAP(n_components=dims, n_neighbors=min(n_neighbors, len(reduced) - 1), random_state=seed, n_jobs=1)
+    return np.asarray(umap.fit_transform(reduced), dtype=np.float64)
+
+
+def coordinates_table(ids: Sequence[str] | np.ndarray, coords: np.ndarray, source: str, method: str) -> pd.DataFrame:
+    """Tidy rows id, source, method, dims, x, y[, z]: maps of every source and method concatenate into one CSV."""
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or not 1 <= coords.shape[1] <= MAX_DIMS or len(coords) != len(ids):
+        raise DataError(f"coords must be ({len(ids)}, 1..{MAX_DIMS}) for {len(ids)} ids, got shape {coords.shape}")
+    table = pd.DataFrame({"id": np.asarray(ids), "source": source, "method": method, "dims": coords.shape[1]})
+    for axis, column in zip(AXES, coords.T, strict=False):
+        table[axis] = column
+    return table
+
+
+def coordinates_from_table(table: pd.DataFrame, source: str, method: str, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, (n, dims) coords) of one map in a table that coordinates_table rows were concatenated into."""
+    rows = table[(table["source"] == source) & (table["method"] == method) & (table["dims"] == dims)]
+    if rows.empty:
+        raise DataError(f"coordinates table has no {dims}-D {method} map of {source}")
+    return rows["id"].to_numpy(), rows[list(AXES[:dims])].to_numpy(dtype=np.float64)
+
+
+def _checked_matrix(values: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(values)
+    if matrix.ndim != 2:
+        raise DataError(f"values must be a (faces, features) matrix, got shape {matrix.shape}")
+    if matrix.dtype != np.float32:
+        matrix = matrix.astype(np.float64, copy=False)
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        raise DataError(
+            f"values row {row} column {column} is {matrix[row, column]} ({(~finite).sum()} non-finite in all); "
+            "impute missing ratings first (impute_with_means)"
+        )
+    return matrix

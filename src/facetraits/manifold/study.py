@@ -1,0 +1,380 @@
+"""The manifold study: maps of every face from the model's features, its predictions and human ratings, scored.
+
+Every map is judged against the same human ratings and pair labels, so a number for backbone features,
+one for predicted ratings and one for the ratings themselves line up: how much of what people see in a
+face survives each representation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facetraits.config import ManifoldParams
+from facetraits.errors import ConfigError, DataError
+from facetraits.figures import save_figure
+from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
+from facetraits.manifold.correlations import attribute_correlations, cluster_order, matrix_agreement
+from facetraits.manifold.embedding import coordinates_table, embed, impute_with_means
+from facetraits.manifold.figures import (
+    correlation_heatmap,
+    embedding_3d,
+    embedding_grid,
+    interactive_scatter_html,
+    label_scatter,
+)
+from facetraits.manifold.scores import (
+    antonym_pairs,
+    knn_recoverability,
+    map_trustworthiness,
+    median_split_labels,
+    pair_labels,
+    silhouette_by_label,
+)
+from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.face_module import load_module
+from facetraits.models.training import backbone_features, predict_images
+
+METRICS_FILE = "metrics.json"
+COORDINATES_FILE = "coordinates.csv"
+HUMAN_CORRELATIONS = "correlations_human"
+MODEL_CORRELATIONS = "correlations_model"
+SCATTER_FILE = "scatter.html"
+FIGURES_DIR = "figures"
+SOURCE_TITLES = {"features": "backbone features", "predicted": "predicted ratings", "human": "human ratings"}
+METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+# The interactive page shows one map; neighbourhoods, which hovering explores, are what t-SNE and UMAP keep.
+SCATTER_METHODS = ("umap", "tsne", "pca")
+# Fewer attributes give fewer than 3 attribute pairs, too few to correlate two correlation matrices.
+MIN_AGREEMENT_ATTRIBUTES = 3
+
+
+@dataclass(frozen=True)
+class ModelVectors:
+    """What the trained model makes of every face: penultimate features and predicted ratings."""
+
+    features: np.ndarray
+    predicted: pd.DataFrame
+    features_from: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FaceMap:
+    """One map of one source, and how faithful and readable it is."""
+
+    source: str
+    method: str
+    dims: int
+    coords: np.ndarray
+    trustworthiness: float
+    knn_r: pd.Series
+    silhouette: pd.DataFrame
+    seconds: float
+
+    @property
+    def knn_r_mean(self) -> float:
+        return _mean(self.knn_r)
+
+    @property
+    def silhouette_mean(self) -> float:
+        return _mean(self.silhouette["silhouette"])
+
+
+@dataclass(frozen=True)
+class ManifoldStudy:
+    ids: np.ndarray
+    human: pd.DataFrame
+    predicted: pd.DataFrame
+    labels: pd.DataFrame
+    maps: tuple[FaceMap, ...]
+    human_correlations: pd.DataFrame
+    model_correlations: pd.DataFrame
+    order: list[str]
+    agreement: dict[str, Any] | None
+    imputed: int
+    feature_dims: int
+    features_from: str
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ManifoldOutputs:
+    metrics: dict[str, Any]
+    flat_metrics: dict[str, float]
+
+
+def model_vectors(
+    checkpoints: Sequence[Path],
+    images: np.ndarray,
+    attributes: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> ModelVectors:
+    """Features from the first checkpoint's backbone; every attribute predicted by the checkpoint that learned it.
+
+    One shared model (the usual protocol) runs its backbone once: its heads read the features already
+    computed. With one model per attribute there is no single backbone, so the first one stands in.
+    """
+    if not checkpoints:
+        raise DataError("no trained model to map faces with; run the train stage first (dvc repro train)")
+    start = time.perf_counter()
+    nets = (load_module(checkpoint).net.to(device) for checkpoint in checkpoints)
+    first = next(nets)
+    features = backbone_features(first, images, batch_size)
+    columns = dict(zip(first.attributes, _predict_from_features(first, features).T, strict=True))
+    for net in nets:
+        columns.update(zip(net.attributes, predict_images(net, images, batch_size).T, strict=True))
+    unpredicted = [name for name in attributes if name not in columns]
+    if unpredicted:
+        raise DataError(
+            f"no model among {[str(c) for c in checkpoints]} predicts {unpredicted}; "
+            "retrain on the prepared data (dvc repro train)"
+        )
+    predicted = pd.DataFrame({name: columns[name].astype(np.float64) for name in attributes})
+    return ModelVectors(features, predicted, str(checkpoints[0]), time.perf_counter() - start)
+
+
+def _predict_from_features(net: FaceTraitsNet, features: np.ndarray) -> np.ndarray:
+    """FaceTraitsNet.forward from features already computed: skips the second backbone pass (half the model time)."""
+    with torch.no_grad():
+        device = net.target_mean.device
+        standardized = net.heads(torch.from_numpy(features).to(device))
+        return (standardized * net.target_std + net.target_mean).float().cpu().numpy()
+
+
+def label_table(human: pd.DataFrame, pairs: str | Sequence[Sequence[str]]) -> pd.DataFrame:
+    """Pair labels from human ratings: `pairs` given, or "auto" (antonyms; median splits when the set has none)."""
+    if pairs == "auto":
+        found = antonym_pairs(list(human.columns))
+        return pair_labels(human, found) if found else median_split_labels(human, list(human.columns))
+    unknown = sorted({name for pair in pairs for name in pair} - set(human.columns))
+    if unknown:
+        raise ConfigError(f"manifold.pairs: {unknown} not in the prepared data attributes {list(human.columns)}")
+    return pair_labels(human, [(positive, negative) for positive, negative in pairs])
+
+
+def manifold_study(
+    model: ModelVectors, ids: np.ndarray, human: pd.DataFrame, train_rows: np.ndarray, params: ManifoldParams
+) -> ManifoldStudy:
+    """Every map params asks for, scored against human ratings; correlations come first, as they fail fastest.
+
+    Human ratings are imputed (training-face means) only to be mapped; kNN targets and labels keep their
+    gaps, so a filled value is never scored as if a person had given it.
+    """
+    human = human.reset_index(drop=True)
+    human_corr = attribute_correlations(human)
+    human = human.astype(np.float64)
+    attributes = list(human.columns)
+    unpredicted = sorted(set(attributes) - set(model.predicted.columns))
+    if unpredicted:
+        raise DataError(f"the model's predictions lack attribute(s) {unpredicted} that humans rated")
+    predicted = model.predicted[attributes].reset_index(drop=True)
+    if not len(ids) == len(human) == len(model.features) == len(predicted):
+        raise DataError(
+            f"{len(ids)} face ids but {len(human)} human rating rows, {len(model.features)} feature rows "
+            f"and {len(predicted)} prediction rows"
+        )
+    labels = label_table(human, params.pairs)
+    model_corr = attribute_correlations(predicted)
+    agreement = (
+        matrix_agreement(human_corr, model_corr, params.permutations, params.seed)
+        if len(attributes) >= MIN_AGREEMENT_ATTRIBUTES
+        else None
+    )
+    sources = {
+        "features": model.features,
+        "predicted": predicted.to_numpy(dtype=np.float64),
+        "human": impute_with_means(human.to_numpy(), train_rows, attributes),
+    }
+    maps, seconds = [], {"model": model.seconds, "embed": 0.0, "scores": 0.0}
+    for source, method, dims in itertools.product(params.sources, params.methods, params.dims):
+        start = time.perf_counter()
+        coords = embed(
+            sources[source], method, dims, params.seed, params.perplexity, params.n_neighbors, params.pca_first
+        )
+        embedded = time.perf_counter()
+        maps.append(_scored_map(sources[source], coords, source, method, human, labels, params, embedded - start))
+        seconds["embed"] += embedded - start
+        seconds["scores"] += time.perf_counter() - embedded
+    return ManifoldStudy(
+        ids=np.asarray(ids),
+        human=human,
+        predicted=predicted,
+        labels=labels,
+        maps=tuple(maps),
+        human_correlations=human_corr,
+        model_correlations=model_corr,
+        order=cluster_order(human_corr),
+        agreement=agreement,
+        imputed=int(human.isna().to_numpy().sum()),
+        feature_dims=int(model.features.shape[1]),
+        features_from=model.features_from,
+        seconds=seconds,
+    )
+
+
+def _scored_map(
+    values: np.ndarray,
+    coords: np.ndarray,
+    source: str,
+    method: str,
+    human: pd.DataFrame,
+    labels: pd.DataFrame,
+    params: ManifoldParams,
+    seconds: float,
+) -> FaceMap:
+    """Trustworthiness against the map's own input; kNN r and silhouettes against human ratings and labels.
+
+    Trustworthiness uses the kNN neighbourhood size: both ask about the same few nearest faces.
+    """
+    knn = knn_recoverability(coords, human.to_numpy(), params.knn_neighbors, params.folds, params.seed)
+    return FaceMap(
+        source=source,
+        method=method,
+        dims=coords.shape[1],
+        coords=coords,
+        trustworthiness=map_trustworthiness(values, coords, params.knn_neighbors, seed=params.seed),
+        knn_r=pd.Series(knn, index=human.columns),
+        silhouette=silhouette_by_label(coords, labels, seed=params.seed),
+        seconds=seconds,
+    )
+
+
+def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, Any]:
+    """Numbers for `dvc metrics show`, nested source / method / "2d"; null where a score is undefined."""
+    maps: dict[str, Any] = {}
+    for face_map in study.maps:
+        silhouettes = face_map.silhouette.set_index("label")["silhouette"]
+        maps.setdefault(face_map.source, {}).setdefault(face_map.method, {})[f"{face_map.dims}d"] = {
+            "trustworthiness": _number(face_map.trustworthiness),
+            "knn_r_mean": _number(face_map.knn_r_mean),
+            "knn_r": {str(name): _number(r) for name, r in face_map.knn_r.items()},
+            "silhouette_mean": _number(face_map.silhouette_mean),
+            "silhouette": {str(label): _number(score) for label, score in silhouettes.items()},
+            "seconds": _number(face_map.seconds),
+        }
+    return {
+        "faces": len(study.ids),
+        "human_values_imputed": study.imputed,
+        "feature_dims": study.feature_dims,
+        "features_from": study.features_from,
+        "agreement": None if study.agreement is None else {k: _number(v) for k, v in study.agreement.items()},
+        "maps": maps,
+        "seconds": {part: _number(value) for part, value in {**study.seconds, "figures": figure_seconds}.items()},
+    }
+
+
+def flat_metrics(metrics: Mapping[str, Any], prefix: str = "manifold") -> dict[str, float]:
+    """Every number in metrics.json under its path (`manifold/maps/features/umap/2d/knn_r/happy`); nulls, text left out."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, Mapping):
+            flat.update(flat_metrics(value, name))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutputs:
+    """metrics.json, coordinates, correlation tables, figures and the HTML page, replacing `out_dir` all at once.
+
+    Both heatmaps (and CSVs) follow the human clustering: the same cell is the same attribute pair in
+    each, so the model's departures from human structure show as broken blocks rather than a reshuffle.
+    """
+    with atomic_directory(out_dir) as folder:
+        start = time.perf_counter()
+        (folder / FIGURES_DIR).mkdir()
+        _write_map_figures(study, folder / FIGURES_DIR)
+        _write_correlations(study, folder)
+        shown = _scatter_map(study.maps)
+        if shown is not None:
+            atomic_write_text(folder / SCATTER_FILE, _scatter_page(study, shown))
+        figure_seconds = time.perf_counter() - start
+        pd.concat(
+            [coordinates_table(study.ids, m.coords, m.source, m.method) for m in study.maps], ignore_index=True
+        ).to_csv(folder / COORDINATES_FILE, index=False, float_format="%.6g")
+        metrics = metrics_summary(study, figure_seconds)
+        atomic_write_json(folder / METRICS_FILE, metrics)
+    return ManifoldOutputs(metrics, flat_metrics(metrics))
+
+
+def _write_map_figures(study: ManifoldStudy, folder: Path) -> None:
+    """2-D maps coloured by every attribute and by pair label; 3-D maps by the first attribute only (one view)."""
+    first = str(study.human.columns[0])
+    for face_map in study.maps:
+        stem = f"{face_map.source}_{face_map.method}"
+        title = (
+            f"{SOURCE_TITLES[face_map.source]}, {METHOD_TITLES[face_map.method]} {face_map.dims}-D "
+            f"(trustworthiness {face_map.trustworthiness:.2f})"
+        )
+        if face_map.dims == 3:
+            figure = embedding_3d(face_map.coords, study.human[first].to_numpy(), f"{title}: human {first} rating")
+            save_figure(figure, folder / f"{stem}_3d.png")
+            continue
+        knn = face_map.knn_r_mean
+        grid = embedding_grid(face_map.coords, study.human, f"{title}, mean kNN r {knn:.2f}: human ratings")
+        save_figure(grid, folder / f"{stem}_2d.png")
+        silhouette = face_map.silhouette_mean
+        scatter = label_scatter(face_map.coords, study.labels, f"{title}, mean silhouette {silhouette:.2f}")
+        save_figure(scatter, folder / f"{stem}_labels.png")
+
+
+def _write_correlations(study: ManifoldStudy, folder: Path) -> None:
+    order = study.order
+    human = study.human_correlations.loc[order, order]
+    model = study.model_correlations.loc[order, order]
+    human.to_csv(folder / f"{HUMAN_CORRELATIONS}.csv", float_format="%.6g")
+    model.to_csv(folder / f"{MODEL_CORRELATIONS}.csv", float_format="%.6g")
+    agreement = study.agreement
+    versus = (
+        f"; vs human r = {agreement['pearson']:.2f} (Mantel p = {agreement['mantel_p']:.3f})"
+        if agreement is not None
+        else ""
+    )
+    save_figure(
+        correlation_heatmap(human, order, "human ratings: attribute correlations, clustered"),
+        folder / FIGURES_DIR / f"{HUMAN_CORRELATIONS}.png",
+    )
+    save_figure(
+        correlation_heatmap(model, order, f"predicted ratings, in human cluster order{versus}"),
+        folder / FIGURES_DIR / f"{MODEL_CORRELATIONS}.png",
+    )
+
+
+def _scatter_map(maps: Sequence[FaceMap]) -> FaceMap | None:
+    """The first source's 2-D map by the first of SCATTER_METHODS it has; None without 2-D maps."""
+    flat = [face_map for face_map in maps if face_map.dims == 2]
+    if not flat:
+        return None
+    candidates = [face_map for face_map in flat if face_map.source == flat[0].source]
+    return min(candidates, key=lambda face_map: SCATTER_METHODS.index(face_map.method))
+
+
+def _scatter_page(study: ManifoldStudy, shown: FaceMap) -> str:
+    colours = pd.concat([study.human, study.predicted.add_prefix("predicted ")], axis=1)
+    title = f"{SOURCE_TITLES[shown.source]}, {METHOD_TITLES[shown.method]} 2-D map of {len(study.ids)} faces"
+    return interactive_scatter_html(shown.coords, study.ids, colours, title)
+
+
+def _mean(values: pd.Series | np.ndarray) -> float:
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
+def _number(value: Any) -> int | float | None:
+    """JSON has no NaN: an undefined score is written as null; counts stay integers."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    return round(float(value), 6) if math.isfinite(value) else None

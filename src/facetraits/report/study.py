@@ -1,0 +1,149 @@
+"""The report stage's inputs and outputs: the stages' metrics files in, report.md / report.html / report.json out."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from facetraits.data.prepared import PreparedData
+from facetraits.errors import DataError
+from facetraits.figures import save_figure
+from facetraits.files import atomic_write_json, atomic_write_text
+from facetraits.report.comparison import comparison_table
+from facetraits.report.render import bar_chart, render_html, render_markdown
+from facetraits.report.statistics import MethodComparison, compare_methods
+
+HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
+BACKBONE_LABELS = {
+    "vgg16": "VGG16",
+    "vgg16_bn": "VGG16-BN",
+    "resnet18": "ResNet-18",
+    "resnet50": "ResNet-50",
+    "vit_b_16": "ViT-B/16",
+}
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: metrics file not found; run the stage that writes it first (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def pearson_scores(metrics: Mapping[str, Any], path: Path, section: tuple[str, ...] = ("test",)) -> dict[str, float]:
+    """{attribute: test r} from a train or baselines metrics file, naming the file if it is not shaped like one."""
+    node: Any = metrics
+    for key in (*section, "pearson"):
+        if not isinstance(node, Mapping) or key not in node:
+            raise DataError(f"{path}: no {'.'.join((*section, 'pearson'))} section")
+        node = node[key]
+    return {a: math.nan if r is None else float(r) for a, r in node.items()}
+
+
+def human_reference(baselines: Mapping[str, Any]) -> pd.DataFrame | None:
+    human = baselines.get("human", {})
+    if "reliability" not in human:
+        return None
+    table = pd.DataFrame({"reliability": human["reliability"], "ceiling": human["ceiling"]}, dtype=float)
+    table.index.name = "attribute"
+    return table
+
+
+@dataclass(frozen=True)
+class Report:
+    table: pd.DataFrame
+    comparison: MethodComparison
+    human: pd.DataFrame | None
+    methods: dict[str, dict[str, float]]
+
+
+def build_report(
+    attributes: Sequence[str], human: pd.DataFrame | None, methods: Mapping[str, Mapping[str, float]]
+) -> Report:
+    methods = {name: {a: r for a, r in scores.items() if a in attributes} for name, scores in methods.items()}
+    table = comparison_table(human, methods, attributes)
+    return Report(table, compare_methods(methods, attributes), human, dict(methods))
+
+
+def report_metrics(report: Report) -> dict[str, Any]:
+    """results/report.json: what `dvc metrics show` compares across commits."""
+
+    def clean(value: float) -> float | None:
+        return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+    mean_row = report.table.loc["mean"]
+    return {
+        "mean_r": {method: clean(mean_row[method]) for method in report.methods},
+        "anova": {"test": report.comparison.anova.test, "p": clean(report.comparison.anova.p_value)},
+        "friedman": {"test": report.comparison.friedman.test, "p": clean(report.comparison.friedman.p_value)},
+        **({"human_ceiling_mean": clean(mean_row["human ceiling"])} if report.human is not None else {}),
+    }
+
+
+def write_report(
+    report: Report, title: str, links: Sequence[tuple[str, str]], notes: Sequence[str], results_dir: Path
+) -> list[Path]:
+    """report.md, report.html and report.json in results_dir, the bar chart under results_dir/report_figures."""
+    results_dir = Path(results_dir)
+    chart = save_figure(
+        bar_chart(report.table, list(report.methods), report.human), results_dir / "report_figures" / "bar_chart.png"
+    )
+    links = [("Test Pearson r per attribute and method", str(chart.relative_to(results_dir))), *links]
+    written = [chart]
+    for name, text in (
+        ("report.md", render_markdown(title, report.table, report.comparison, links, notes)),
+        ("report.html", render_html(title, report.table, report.comparison, links, notes)),
+    ):
+        atomic_write_text(results_dir / name, text)
+        written.append(results_dir / name)
+    atomic_write_json(results_dir / "report.json", report_metrics(report))
+    return [*written, results_dir / "report.json"]
+
+
+def collect_methods(results: Path, main_label: str, variant_labels: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """Test r per attribute of the hand-crafted baseline, the main model and each variant, from their metrics files."""
+    baselines_file = results / "baselines" / "metrics.json"
+    methods = {HANDCRAFTED: pearson_scores(read_metrics(baselines_file), baselines_file, ("handcrafted", "test"))}
+    for label, path in [
+        (main_label, results / "train" / "metrics.json"),
+        *((label, results / "variants" / name / "metrics.json") for name, label in variant_labels.items()),
+    ]:
+        methods[label] = pearson_scores(read_metrics(path), path)
+    return methods
+
+
+def report_notes(data: PreparedData, baselines: Mapping[str, Any], explain_scores: Mapping[str, Any]) -> list[str]:
+    counts = ", ".join(f"{split} {len(data.indices(split))}" for split in ("train", "val", "test"))
+    size = data.images.shape[1]
+    notes = [
+        f"Data: {data.meta['source']}, {len(data.faces)} faces ({counts}), {len(data.attributes)} attributes, {size} px."
+    ]
+    notes.append("Every r is on the test split.")
+    if "skipped" in baselines.get("human", {}):
+        notes.append(baselines["human"]["skipped"])
+    for method, scores in explain_scores["mean"].items():
+        note = (
+            f"Attribution {method.replace('_', ' ')} (mean over attributes): deletion AUC {scores['deletion_auc']}, "
+            f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
+        )
+        if "mass_accuracy" in scores:
+            note += f", relevance mass accuracy {scores['mass_accuracy']}"
+        notes.append(note)
+    return notes
+
+
+def report_links(results: Path, explain_scores: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Paths relative to results/, where report.md and report.html live."""
+    links = [("Mean attribution maps", "explain/mean_heatmaps.png")]
+    links += [(f"Heatmap galleries: {a}", f"explain/{a}/") for a in explain_scores["attributes"]]
+    manifold = sorted((results / "manifold").rglob("*.png")) + sorted((results / "manifold").rglob("*.html"))
+    links += [(f"Manifold: {p.stem.replace('_', ' ')}", str(p.relative_to(results))) for p in manifold]
+    return links

@@ -1,0 +1,129 @@
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
+
+from facetraits.errors import ConfigError, DataError
+from facetraits.manifold.embedding import (
+    coordinates_from_table,
+    coordinates_table,
+    embed,
+    impute_with_means,
+    standardize_columns,
+)
+
+
+def two_clusters(rows: int = 80, columns: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian blobs 6 sd apart along every axis, and which blob each row came from."""
+    rng = np.random.default_rng(seed)
+    cluster = np.arange(rows) % 2
+    return rng.normal(size=(rows, columns)) + 6.0 * cluster[:, None], cluster
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """t-SNE's OpenMP threads spin for seconds on a busy 2-core box; one thread gives the same maps, fast."""
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def umap_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UMAP is compiled on its first fit in a process (~10 s): fit once, reuse."""
+    values, cluster = two_clusters()
+    return embed(values, "umap", 2, seed=0), embed(values, "umap", 2, seed=0), cluster
+
+
+def test_standardize_gives_unit_columns_and_zeroes_constant_ones() -> None:
+    values = np.column_stack([np.arange(10.0) * 1000, np.full(10, 7.0), np.linspace(-1, 1, 10)])
+    scaled = standardize_columns(values)
+    np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(scaled.std(axis=0), [1, 0, 1], atol=1e-12)
+    np.testing.assert_array_equal(standardize_columns(values, rows=np.array([0, 9])), scaled[[0, 9]])
+    assert standardize_columns(values.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_map_ignores_column_scale(method: str) -> None:
+    values, _ = two_clusters(rows=40, columns=8)
+    rescaled = values * np.geomspace(1e-3, 1e4, values.shape[1])
+    np.testing.assert_allclose(embed(rescaled, method, 2, seed=0), embed(values, method, 2, seed=0), atol=1e-4)
+
+
+def test_pca_map_is_the_leading_components() -> None:
+    rng = np.random.default_rng(1)
+    latent = rng.normal(size=(60, 2))
+    values = latent[:, [0, 0, 0, 1]] + 0.01 * rng.normal(size=(60, 4))
+    coords = embed(values, "pca", 2, seed=0)
+    assert coords.shape == (60, 2)
+    r = np.corrcoef(coords.T, latent.T)[:2, 2:]
+    assert np.abs(np.diag(r)).min() > 0.98
+
+
+def test_tsne_is_seeded_and_keeps_clusters_apart() -> None:
+    values, cluster = two_clusters()
+    coords = embed(values, "tsne", 2, seed=3)
+    assert coords.shape == (80, 2)
+    np.testing.assert_array_equal(coords, embed(values, "tsne", 2, seed=3))
+    assert silhouette_score(coords, cluster) > 0.5
+
+
+def test_tsne_3d_is_seeded() -> None:
+    """Only shape and seeding: 3-D t-SNE needs a few hundred faces before clusters come out clean."""
+    values, _ = two_clusters(rows=40)
+    coords = embed(values, "tsne", 3, seed=0)
+    assert coords.shape == (40, 3) and np.isfinite(coords).all()
+    np.testing.assert_array_equal(coords, embed(values, "tsne", 3, seed=0))
+
+
+def test_tsne_reduces_wide_input_first_and_clamps_perplexity_for_tiny_sets() -> None:
+    values, _ = two_clusters(rows=8, columns=200)
+    coords = embed(values, "tsne", 2, seed=0, perplexity=30, pca_first=5)
+    assert coords.shape == (8, 2) and np.isfinite(coords).all()
+
+
+@pytest.mark.slow
+def test_umap_is_seeded_and_keeps_clusters_apart(umap_maps: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    first, second, cluster = umap_maps
+    assert first.shape == (80, 2) and first.dtype == np.float64
+    np.testing.assert_array_equal(first, second)
+    assert silhouette_score(first, cluster) > 0.5
+
+
+def test_bad_input_names_the_problem() -> None:
+    values, _ = two_clusters(rows=20, columns=4)
+    values[7, 2] = np.nan
+    with pytest.raises(DataError, match="row 7 column 2"):
+        embed(values, "pca", 2, seed=0)
+    with pytest.raises(ConfigError, match="isomap"):
+        embed(values, "isomap", 2, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dims"):
+        embed(values, "tsne", 4, seed=0)
+    with pytest.raises(DataError, match="3 rows"):
+        embed(np.ones((3, 4)), "pca", 2, seed=0)
+
+
+def test_impute_fills_with_reference_row_means_only() -> None:
+    values = np.array([[1.0, 10.0], [3.0, np.nan], [np.nan, 30.0], [100.0, 50.0]])
+    filled = impute_with_means(values, rows=np.array([0, 1, 2]), names=["happy", "unhappy"])
+    np.testing.assert_array_equal(filled, [[1, 10], [3, 20], [2, 30], [100, 50]])
+    with pytest.raises(DataError, match="unhappy"):
+        impute_with_means(values, rows=np.array([1]), names=["happy", "unhappy"])
+
+
+def test_coordinate_tables_round_trip_through_csv(tmp_path) -> None:
+    ids = np.array([f"face{i:03d}" for i in range(12)])
+    flat, deep = np.random.default_rng(0).normal(size=(12, 2)), np.random.default_rng(1).normal(size=(12, 3))
+    table = pd.concat([coordinates_table(ids, flat, "human", "tsne"), coordinates_table(ids, deep, "human", "tsne")])
+    assert list(table.columns) == ["id", "source", "method", "dims", "x", "y", "z"]
+    table.to_csv(tmp_path / "coordinates.csv", index=False)
+    back = pd.read_csv(tmp_path / "coordinates.csv", dtype={"id": str})
+    for dims, coords in ((2, flat), (3, deep)):
+        read_ids, read_coords = coordinates_from_table(back, "human", "tsne", dims)
+        np.testing.assert_array_equal(read_ids, ids)
+        np.testing.assert_allclose(read_coords, coords)
+    with pytest.raises(DataError, match="umap"):
+        coordinates_from_table(back, "human", "umap", 2)

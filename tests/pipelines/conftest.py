@@ -1,0 +1,66 @@
+"""One tiny study (prepare + train on synthetic faces) shared by the tests of every later stage."""
+
+import runpy
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from facetraits.config import TrackingParams
+from facetraits.tracking import TAG_STAGE
+from tests.conftest import REPO
+
+EXPLAIN = {
+    "methods": ["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap"],
+    "attributes": ["happy", "dominant"],
+    "ig_steps": 4, "shap_samples": 2, "gallery_faces": 2, "mean_faces": 4, "score_faces": 3, "curve_steps": 4,
+}  # fmt: skip
+
+
+def stage(name: str):
+    """A stage script's main(), run in-process as DVC would run the file."""
+    return runpy.run_path(str(REPO / "pipelines" / f"{name}.py"))["main"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("stage")
+    store = tmp_path_factory.mktemp("store")
+    tracking = TrackingParams(uri=f"sqlite:///{store / 'mlflow.db'}", experiment="train-stage", artifacts=str(store / "a"))
+    params = {
+        "data": {"image_size": 32, "attributes": ["happy", "dominant", "attractive"], "synthetic": {"n_faces": 40}},
+        "model": {"head_hidden": 8},
+        "train": {"max_epochs": 2, "batch_size": 16, "progress_bar": False, "patience": 5},
+        "tracking": {"uri": tracking.uri, "experiment": tracking.experiment, "artifacts": tracking.artifacts},
+        "explain": EXPLAIN,
+        "baselines": {"reliability_repeats": 5, "handcrafted": {"c_grid": [1.0, 10.0]}},
+        "variants": {"no_augment": {"train": {"augment": {"strength": 0.0}, "max_epochs": 1}}},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    paths = {"prepared": root / "prepared", "models": root / "models", "out": root / "results" / "train"}
+    assert stage("prepare")(["--params", str(root / "params.yaml"), "--out", str(paths["prepared"]), "--summary", str(root / "p.json")]) == 0
+    args = ["--params", str(root / "params.yaml")] + [x for k, v in paths.items() for x in (f"--{k}", str(v))]
+    assert stage("train")(args) == 0
+    study = {**paths, "root": root, "client": MlflowClient(tracking.uri), "tracking": tracking}
+    return {**study, "run": _stage_run(study, "train")}
+
+
+
+
+def stage_args(study: dict, *names: str) -> list[str]:
+    """--params plus the named paths of the tiny study, as dvc.yaml passes them."""
+    return ["--params", str(study["root"] / "params.yaml")] + [x for n in names for x in (f"--{n}", str(study[n]))]
+
+
+@pytest.fixture(scope="session")
+def explained(trained) -> dict:
+    out = trained["root"] / "results" / "explain"
+    assert stage("explain")([*stage_args(trained, "prepared", "models"), "--out", str(out)]) == 0
+    return {**trained, "explain": out, "explain_run": _stage_run(trained, "explain")}
+
+
+def _stage_run(study: dict, name: str):
+    client = study["client"]
+    experiment = client.get_experiment_by_name(study["tracking"].experiment)
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STAGE}` = '{name}'")
+    return run

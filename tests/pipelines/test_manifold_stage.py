@@ -1,0 +1,113 @@
+"""The manifold stage on the tiny trained study: files for DVC, the MLflow run, the model's vectors, bad pairs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from facetraits.data.prepared import load_prepared
+from facetraits.errors import DataError
+from facetraits.manifold.study import flat_metrics, model_vectors
+from facetraits.models.face_module import load_module
+from facetraits.models.training import backbone_features, predict_images
+from facetraits.tracking import TAG_FINGERPRINT, TAG_STAGE
+from tests.pipelines.conftest import stage
+
+pytestmark = pytest.mark.slow
+
+# UMAP as in the defaults; t-SNE and 3-D maps are covered by tests/manifold/test_study.py on cheaper data.
+MANIFOLD = {"methods": ["pca", "umap"], "dims": [2], "permutations": 99}
+SOURCES = ("features", "predicted", "human")
+ATTRIBUTES = ["happy", "dominant", "attractive"]
+
+
+@pytest.fixture(scope="module")
+def mapped(trained) -> dict:
+    params = yaml.safe_load((trained["root"] / "params.yaml").read_text())
+    params_file = trained["root"] / "params_manifold.yaml"
+    params_file.write_text(yaml.safe_dump({**params, "manifold": MANIFOLD}))
+    out = trained["root"] / "manifold"
+    args = ["--params", str(params_file), "--prepared", str(trained["prepared"]), "--models", str(trained["models"])]
+    assert stage("manifold")([*args, "--out", str(out)]) == 0
+    client = trained["client"]
+    experiment = client.get_experiment_by_name(trained["tracking"].experiment)
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STAGE}` = 'manifold'")
+    return {**trained, "manifold": out, "manifold_run": run}
+
+
+def test_every_map_is_scored_drawn_and_saved(mapped) -> None:
+    out = mapped["manifold"]
+    files = {str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()}
+    stems = [f"{source}_{method}" for source in SOURCES for method in MANIFOLD["methods"]]
+    assert files == {
+        "metrics.json", "coordinates.csv", "correlations_human.csv", "correlations_model.csv", "scatter.html",
+        "figures/correlations_human.png", "figures/correlations_model.png",
+        *(f"figures/{stem}_{kind}.png" for stem in stems for kind in ("2d", "labels")),
+    }  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["faces"] == 40 and metrics["features_from"] == str(mapped["models"] / "best.ckpt")
+    assert metrics["feature_dims"] > 0 and metrics["agreement"]["pairs"] == 3
+    assert set(metrics["maps"]) == set(SOURCES)
+    for source in SOURCES:
+        assert set(metrics["maps"][source]) == set(MANIFOLD["methods"])
+        for method in MANIFOLD["methods"]:
+            scores = metrics["maps"][source][method]["2d"]
+            assert 0 <= scores["trustworthiness"] <= 1
+            assert set(scores["knn_r"]) == set(ATTRIBUTES)
+            assert all(r is None or -1 <= r <= 1 for r in scores["knn_r"].values())
+            # No antonyms among the three attributes: each is split at its median instead.
+            assert set(scores["silhouette"]) == {f"{name}_vs_median" for name in ATTRIBUTES}
+    coordinates = pd.read_csv(out / "coordinates.csv", dtype={"id": str})
+    assert len(coordinates) == 40 * len(SOURCES) * len(MANIFOLD["methods"])
+    faces = load_prepared(mapped["prepared"]).faces
+    assert set(coordinates["id"]) == set(faces["id"])
+    assert "backbone features, UMAP 2-D map of 40 faces" in (out / "scatter.html").read_text()
+
+
+def test_mlflow_run_holds_the_metrics_and_outputs(mapped) -> None:
+    client, run = mapped["client"], mapped["manifold_run"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["manifold.methods"] == str(MANIFOLD["methods"])
+    assert run.data.tags[TAG_FINGERPRINT] == load_prepared(mapped["prepared"]).meta["fingerprint"]
+    expected = flat_metrics(json.loads((mapped["manifold"] / "metrics.json").read_text()))
+    assert "manifold/maps/features/umap/2d/trustworthiness" in expected
+    assert run.data.metrics == expected
+    top = {a.path for a in client.list_artifacts(run.info.run_id, "manifold")}
+    assert top == {
+        "manifold/metrics.json", "manifold/coordinates.csv", "manifold/correlations_human.csv",
+        "manifold/correlations_model.csv", "manifold/scatter.html", "manifold/figures",
+    }  # fmt: skip
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "manifold/figures")}
+    assert "manifold/figures/features_umap_labels.png" in figures and len(figures) == 14
+
+
+def test_model_vectors_are_the_checkpoints_features_and_predictions(trained) -> None:
+    data = load_prepared(trained["prepared"])
+    checkpoint = trained["models"] / "best.ckpt"
+    vectors = model_vectors([checkpoint], data.images, data.attributes)
+    net = load_module(checkpoint).net
+    np.testing.assert_array_equal(vectors.features, backbone_features(net, data.images))
+    np.testing.assert_allclose(vectors.predicted.to_numpy(), predict_images(net, data.images), rtol=1e-5, atol=1e-5)
+    assert list(vectors.predicted.columns) == list(data.attributes)
+    with pytest.raises(DataError, match=r"predicts \['smug'\]"):
+        model_vectors([checkpoint], data.images[:4], [*data.attributes, "smug"])
+
+
+def test_manifold_refuses_pairs_the_data_lacks(trained, tmp_path, capsys) -> None:
+    params = yaml.safe_load((trained["root"] / "params.yaml").read_text())
+    params["tracking"]["experiment"] = "manifold-errors"
+    params["manifold"] = {**MANIFOLD, "methods": ["pca"], "pairs": [["happy", "smug"]]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = [
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--prepared",
+        str(trained["prepared"]),
+        "--models",
+        str(trained["models"]),
+    ]
+    assert stage("manifold")([*args, "--out", str(tmp_path / "manifold")]) == 1
+    assert "error: manifold.pairs: ['smug'] not in the prepared data attributes" in capsys.readouterr().err
+    assert not (tmp_path / "manifold").exists()

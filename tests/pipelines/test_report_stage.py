@@ -1,0 +1,95 @@
+"""Baselines, a variant and the report on the tiny study: every number in the report is the metrics files' number."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facetraits.report.study import HANDCRAFTED
+from tests.pipelines.conftest import _stage_run, stage, stage_args
+
+pytestmark = pytest.mark.slow
+
+MAIN, VARIANT = "VGG16-BN", "VGG16-BN, no_augment"
+
+
+@pytest.fixture(scope="module")
+def reported(explained) -> dict:
+    results = explained["root"] / "results"
+    variant_args = ["--variant", "no_augment", "--models", str(explained["root"] / "variants" / "no_augment" / "models")]
+    assert stage("train")([*stage_args(explained, "prepared"), *variant_args, "--out", str(results / "variants" / "no_augment")]) == 0
+    assert stage("baselines")([*stage_args(explained, "prepared"), "--out", str(results / "baselines")]) == 0
+    assert stage("report")([*stage_args(explained, "prepared"), "--results", str(results)]) == 0
+    return {**explained, "results": results}
+
+
+def _markdown_table(text: str) -> pd.DataFrame:
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip().replace("\\", "") for cell in lines[0].strip("|").split("|")]
+    rows = [[cell.strip().strip("*").replace("\\", "") for cell in line.strip("|").split("|")] for line in lines[2:]]
+    rows = [row for row in rows if len(row) == len(header)]
+    return pd.DataFrame(rows, columns=header).set_index(header[0])
+
+
+def test_every_number_in_the_report_table_is_the_one_in_its_metrics_file(reported) -> None:
+    results = reported["results"]
+    train = json.loads((results / "train" / "metrics.json").read_text())["test"]["pearson"]
+    variant = json.loads((results / "variants" / "no_augment" / "metrics.json").read_text())["test"]["pearson"]
+    baselines = json.loads((results / "baselines" / "metrics.json").read_text())
+    handcrafted = baselines["handcrafted"]["test"]["pearson"]
+    human = baselines["human"]
+    table = _markdown_table((results / "report.md").read_text())
+    attributes = ["happy", "dominant", "attractive"]
+    assert list(table.index[:3]) == attributes and table.index[3] == "mean"
+    for attribute in attributes:
+        row = table.loc[attribute]
+        assert float(row[MAIN]) == round(train[attribute], 3)
+        assert float(row[VARIANT]) == round(variant[attribute], 3)
+        assert float(row[HANDCRAFTED]) == round(handcrafted[attribute], 3)
+        assert float(row["human reliability"]) == round(human["reliability"][attribute], 3)
+        assert float(row["human ceiling"]) == round(human["ceiling"][attribute], 3)
+        assert float(row[f"{MAIN} r/ceiling"]) == round(train[attribute] / human["ceiling"][attribute], 3)
+    assert float(table.loc["mean", MAIN]) == round(np.mean([train[a] for a in attributes]), 3)
+    report = json.loads((results / "report.json").read_text())
+    assert report["mean_r"][MAIN] == pytest.approx(np.mean([train[a] for a in attributes]), abs=1e-6)
+
+
+def test_report_names_its_tests_links_figures_and_exists_as_html(reported) -> None:
+    results = reported["results"]
+    markdown = (results / "report.md").read_text()
+    assert "one-way ANOVA" in markdown and "Friedman" in markdown and "Wilcoxon" in markdown
+    assert "explain/mean_heatmaps.png" in markdown and "report_figures/bar_chart.png" in markdown
+    html = (results / "report.html").read_text()
+    assert "<table" in html and not re.search(r"(src|href)=\"https?://", html)
+    assert (results / "report_figures" / "bar_chart.png").stat().st_size > 1000
+    run = _stage_run(reported, "report")
+    artifacts = {a.path for a in reported["client"].list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/report.json"} <= artifacts
+
+
+def test_baselines_stage_scores_the_svr_on_test_faces_and_logs_reliability(reported) -> None:
+    results = reported["results"]
+    metrics = json.loads((results / "baselines" / "metrics.json").read_text())
+    predictions = pd.read_csv(results / "baselines" / "handcrafted_predictions.csv")
+    test = predictions[(predictions["split"] == "test") & (predictions["attribute"] == "happy")]
+    r = np.corrcoef(test["human"], test["predicted"])[0, 1]
+    assert metrics["handcrafted"]["test"]["pearson"]["happy"] == pytest.approx(r, abs=1e-5)
+    reliability = pd.read_csv(results / "baselines" / "reliability.csv", index_col="attribute")
+    assert ((reliability["reliability"] > 0.5) & (reliability["reliability"] <= 1)).all()
+    run = _stage_run(reported, "baselines")
+    assert run.data.metrics["human/reliability_mean"] == metrics["human"]["reliability_mean"]
+    assert run.data.metrics["handcrafted/test/pearson_mean"] == metrics["handcrafted"]["test"]["pearson_mean"]
+
+
+def test_a_variant_trains_with_its_changes_and_is_tagged(reported) -> None:
+    run = _stage_run(reported, "train:no_augment")
+    assert run.data.params["train.augment.strength"] == "0.0" and run.data.params["train.max_epochs"] == "1"
+    assert run.data.tags["facetraits.variant"] == "no_augment"
+    assert (reported["root"] / "variants" / "no_augment" / "models" / "best.ckpt").is_file()
+
+
+def test_report_refuses_a_missing_metrics_file_naming_it(trained, tmp_path, capsys) -> None:
+    assert stage("report")([*stage_args(trained, "prepared"), "--results", str(tmp_path)]) == 1
+    assert f"{tmp_path / 'baselines' / 'metrics.json'}: metrics file not found" in capsys.readouterr().err
