@@ -3,8 +3,9 @@
     python benchmarks/baselines_omi.py --path ../shared/datasets/omi --size 64
 
 The data set goes through the prepare stage (pipelines/prepare.py) into a temporary folder, tracked
-to a temporary MLflow store, so the numbers are those of exactly what the pipeline would feed the
-baselines stage and nothing is written into the repository.
+to a temporary MLflow store, and the baselines stage's own functions run on it with params.yaml's
+`baselines` section, so the numbers are the stage's and nothing is written into the repository. The
+`with_repeats` column is the reliability had OMI's repeated judgements been kept.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from facetraits.baselines.handcrafted import fit_svr_baseline, handcrafted_features
 from facetraits.baselines.reliability import split_half_reliability
+from facetraits.baselines.study import baseline_metrics, run_baselines
+from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
-from facetraits.models.metrics import split_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,75 +49,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", type=Path, default=REPO.parent / "shared" / "datasets" / "omi")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hist-bins", type=int, default=16)
-    parser.add_argument("--lbp-points", type=int, default=8)
-    parser.add_argument("--lbp-radius", type=float, default=1.0)
-    parser.add_argument("--hog-orientations", type=int, default=9)
-    parser.add_argument("--hog-cell", type=int, default=8)
-    parser.add_argument("--c-grid", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0, 10.0])
-    parser.add_argument("--epsilon", type=float, default=0.1)
-    parser.add_argument("--n-jobs", type=int, default=1)
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="its baselines section is used")
     args = parser.parse_args()
+    params = load_params(args.params).baselines
 
     with tempfile.TemporaryDirectory(prefix="facetraits-baselines-") as tmp:
         root, prepare_s = prepare(args.path.resolve(), args.size, Path(tmp))
         data = load_prepared(root)
-        attributes = list(data.attributes)
         ratings = data.ratings()
         if ratings is None:
             raise SystemExit(f"{args.path}: no raw ratings; reliability needs them")
+        results = run_baselines(data, params)
+        metrics = baseline_metrics(data, results)
+        with_repeats = split_half_reliability(ratings, data.attributes, params.reliability_repeats, params.seed)
 
-        started = time.perf_counter()
-        reliability = split_half_reliability(ratings, attributes, args.repeats, args.seed)
-        reliability_s = time.perf_counter() - started
-        first_ratings = ratings[ratings["rating_type"].astype(str) != "repeat"]
-        without_repeats = split_half_reliability(first_ratings, attributes, args.repeats, args.seed)
-
-        started = time.perf_counter()
-        features = handcrafted_features(
-            data.images,
-            args.hist_bins,
-            args.lbp_points,
-            args.lbp_radius,
-            args.hog_orientations,
-            args.hog_cell,
-            args.n_jobs,
-        )
-        features_s = time.perf_counter() - started
-        started = time.perf_counter()
-        human = data.faces[attributes].to_numpy(dtype=np.float64)
-        fit = fit_svr_baseline(
-            features, human, data.indices("train"), data.indices("val"), args.c_grid, args.epsilon, "scale"
-        )
-        svr_s = time.perf_counter() - started
-        test = data.indices("test")
-        scores = split_metrics(fit.predictions[test], human[test], attributes)
-
+    reliability = results.reliability
+    test = metrics["handcrafted"]["test"]
+    svr_r = pd.Series(test["pearson"])
     table = pd.DataFrame(
         {
             "reliability": reliability["reliability"],
-            "no_repeats": without_repeats["reliability"],
+            "with_repeats": with_repeats["reliability"],
             "ceiling": reliability["ceiling"],
             "ratings/face": reliability["ratings_per_face"],
-            "svr_test_r": pd.Series(scores["pearson"]),
-            "r/ceiling": pd.Series(scores["pearson"]) / reliability["ceiling"],
-            "svr_val_r": pd.Series(fit.val_pearson, index=attributes),
-            "C": pd.Series(fit.chosen_c, index=attributes),
+            "svr_test_r": svr_r,
+            "r/ceiling": svr_r / reliability["ceiling"],
+            "svr_val_r": pd.Series(results.handcrafted.val_pearson, index=list(data.attributes)),
+            "C": pd.Series(metrics["handcrafted"]["chosen_c"]),
         }
     ).sort_values("svr_test_r", ascending=False)
     print(table.round(3).to_string())
     rel = reliability["reliability"]
     print(
-        f"\n{len(data.faces)} faces at {args.size}px ({len(test)} test), {len(ratings)} ratings, {len(attributes)} attributes\n"
-        f"human split-half reliability ({args.repeats} repeats): mean {rel.mean():.3f}, "
+        f"\n{len(data.faces)} faces at {args.size}px ({len(data.indices('test'))} test), {len(ratings)} ratings, "
+        f"{len(data.attributes)} attributes; rating types left out: {params.exclude_rating_types}\n"
+        f"human split-half reliability ({params.reliability_repeats} repeats): mean {rel.mean():.3f}, "
         f"range {rel.min():.3f} ({rel.idxmin()}) .. {rel.max():.3f} ({rel.idxmax()}); "
-        f"without OMI's repeat judgements mean {without_repeats['reliability'].mean():.3f}\n"
-        f"hand-crafted baseline ({features.shape[1]} features): mean test Pearson r {scores['pearson_mean']:.3f}, "
-        f"Spearman {scores['spearman_mean']:.3f}, R2 {scores['r2_mean']:.3f}, "
-        f"mean r / ceiling {(table['r/ceiling']).mean():.3f}\n"
-        f"time: prepare {prepare_s:.1f} s, reliability {reliability_s:.2f} s, features {features_s:.2f} s, SVR fits {svr_s:.2f} s"
+        f"with every rating {with_repeats['reliability'].mean():.3f}\n"
+        f"hand-crafted baseline: mean test Pearson r {test['pearson_mean']:.3f}, Spearman {test['spearman_mean']:.3f}, "
+        f"R2 {test['r2_mean']:.3f}, mean r / ceiling {table['r/ceiling'].mean():.3f}\n"
+        f"time: prepare {prepare_s:.1f} s, " + ", ".join(f"{k} {v:.2f} s" for k, v in results.seconds.items())
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
-from facetraits.manifold.study import manifold_study, model_vectors, write_manifold_outputs
+from facetraits.manifold.study import SCORED_SPLIT, manifold_study, model_vectors, write_manifold_outputs
 from facetraits.models.evaluation import trained_checkpoints
 from facetraits.models.training import Runtime
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             run.set_tags({TAG_FINGERPRINT: data.meta["fingerprint"], TAG_FEATURES_FROM: str(checkpoints[0])})
             model = model_vectors(checkpoints, data.images, data.attributes, device)
             human = data.faces[list(data.attributes)]
-            study = manifold_study(model, data.faces["id"].to_numpy(), human, data.indices("train"), params.manifold)
+            ids, train, test = data.faces["id"].to_numpy(), data.indices("train"), data.indices(SCORED_SPLIT)
+            study = manifold_study(model, ids, human, train, test, params.manifold)
             outputs = write_manifold_outputs(study, args.out)
             run.log_metrics(outputs.flat_metrics)
             run.log_artifacts(args.out, "manifold")
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = sum(value for value in outputs.metrics["seconds"].values() if value is not None)
     print(
         f"manifold: {len(study.maps)} maps of {len(study.ids)} faces, features from {study.features_from}{shared}; "
-        f"best mean kNN r {best.knn_r_mean:.2f} ({best.source} {best.method} {best.dims}-D){agreement}; {seconds:.0f} s"
+        f"scored on {len(study.scored_rows)} {SCORED_SPLIT} faces: best mean kNN r {best.knn_r_mean:.2f} "
+        f"({best.source} {best.method} {best.dims}-D){agreement}; {seconds:.0f} s"
     )
     return 0
 

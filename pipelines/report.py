@@ -10,6 +10,7 @@ from pathlib import Path
 from facetraits.config import load_params, variant_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.report.comparison import MEAN_ROW
 from facetraits.report.study import (
     BACKBONE_LABELS,
     build_report,
@@ -44,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             run.set_tags({TAG_FINGERPRINT: data.meta["fingerprint"]})
             notes = report_notes(data, baselines, explain_scores)
             written = write_report(report, params.report.title, report_links(results, explain_scores), notes, results)
-            means = report.table.loc["mean", list(methods)]
+            means = report.table.loc[MEAN_ROW, list(report.methods)]
             run.log_metrics({f"report/mean_r/{metric_name(m)}": v for m, v in means.items()})
             for path in written:
                 run.log_artifact(path, "report" if path.parent == results else "report/figures")
     except FaceTraitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    means = ", ".join(f"{m} {report.table.loc['mean', m]:.3f}" for m in methods)
+    means = ", ".join(f"{m} {report.table.loc[MEAN_ROW, m]:.3f}" for m in report.methods)
     anova = report.comparison.anova
     print(f"mean test r: {means}; {anova.test} p = {anova.p_value:.3g} -> {results / 'report.md'}")
     return 0

@@ -298,6 +298,8 @@ class HandcraftedParams:
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class BaselinesParams:
     reliability_repeats: Int = Field(20, ge=1)
+    # a rater's second judgement of the same face agrees with the first by more than two raters do
+    exclude_rating_types: list[Str] = Field(default_factory=lambda: ["repeat"])
     seed: Int = 42
     workers: Int = Field(1, ge=0)  # processes computing hand-crafted features; 0 = every core
     handcrafted: HandcraftedParams = Field(default_factory=HandcraftedParams)

@@ -1,13 +1,13 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import silhouette_score
 
 from facetraits.data.synthetic import ATTRIBUTES
 from facetraits.errors import DataError
 from facetraits.manifold.scores import (
     antonym_pairs,
     knn_recoverability,
-    label_silhouette,
     map_trustworthiness,
     median_split_labels,
     pair_labels,
@@ -96,11 +96,14 @@ def test_silhouette_separates_clustered_labels_from_random_ones() -> None:
     rng = np.random.default_rng(RNG_SEED)
     cluster = np.arange(120) % 2 == 1
     coords = rng.normal(size=(120, 2)) + 5.0 * cluster[:, None]
-    assert label_silhouette(coords, cluster) > 0.6
-    assert abs(label_silhouette(coords, rng.permutation(cluster))) < 0.1
-    subsampled = label_silhouette(coords, cluster, max_rows=50, seed=3)
-    assert subsampled == label_silhouette(coords, cluster, max_rows=50, seed=3)
-    assert abs(subsampled - label_silhouette(coords, cluster)) < 0.1
+    labels = pd.DataFrame({"a_vs_b": cluster, "c_vs_d": rng.permutation(cluster)}).astype("boolean")
+    scores = silhouette_by_label(coords, labels).set_index("label")["silhouette"]
+    assert scores["a_vs_b"] > 0.6
+    assert abs(scores["c_vs_d"]) < 0.1
+    assert scores["a_vs_b"] == silhouette_score(coords, cluster)
+    subsampled = silhouette_by_label(coords, labels, max_rows=50, seed=3)
+    pd.testing.assert_frame_equal(subsampled, silhouette_by_label(coords, labels, max_rows=50, seed=3))
+    assert abs(subsampled.loc[0, "silhouette"] - scores["a_vs_b"]) < 0.1
 
 
 def test_silhouette_is_nan_with_a_reason_for_one_class() -> None:
@@ -111,8 +114,6 @@ def test_silhouette_is_nan_with_a_reason_for_one_class() -> None:
             "c_vs_d": pd.array([True, False] * 14 + [pd.NA] * 2, dtype="boolean"),
         }
     )
-    with pytest.warns(UserWarning, match="1 class"):
-        assert np.isnan(label_silhouette(coords, labels["a_vs_b"]))
     table = silhouette_by_label(coords, labels)
     assert table["label"].tolist() == ["a_vs_b", "c_vs_d"]
     assert table["faces"].tolist() == [25, 28]

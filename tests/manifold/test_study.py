@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from facetraits.config import ManifoldParams
-from facetraits.errors import ConfigError
-from facetraits.manifold.embedding import coordinates_from_table
+from facetraits.errors import ConfigError, DataError
+from facetraits.manifold.correlations import attribute_correlations, cluster_order
 from facetraits.manifold.study import (
     ManifoldStudy,
     ModelVectors,
@@ -16,21 +16,24 @@ from facetraits.manifold.study import (
     manifold_study,
     write_manifold_outputs,
 )
+from facetraits.manifold.scores import knn_recoverability, silhouette_by_label
 
 FACES = 60
+# Positions, as data.indices gives them: maps place all faces, rating-based scores use the test faces only.
+TRAIN, TEST = np.arange(36), np.arange(36, FACES)
 ATTRIBUTES = ["happy", "unhappy", "dominant", "submissive"]
 # Every source, both cheap methods and both dimensionalities: t-SNE and 3-D are covered here, not in the stage test.
 PARAMS = ManifoldParams(methods=["pca", "tsne"], dims=[2, 3], knn_neighbors=5, permutations=99, seed=0)
 
 
-def faces(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+def faces(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
     """Two latent traits, each rated by an attribute and its antonym; a tenth of the ratings missing."""
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=(FACES, 2))
     ratings = latent[:, [0, 0, 1, 1]] * [1, -1, 1, -1] + 0.3 * rng.normal(size=(FACES, 4))
     human = pd.DataFrame(50 + 10 * ratings, columns=ATTRIBUTES)
     human = human.mask(rng.random(human.shape) < 0.1)
-    return latent, human, np.arange(40)
+    return latent, human
 
 
 def ids() -> np.ndarray:
@@ -53,10 +56,10 @@ def noise_model() -> ModelVectors:
 
 @pytest.fixture(scope="module")
 def studies() -> dict[str, ManifoldStudy]:
-    latent, human, train = faces()
+    latent, human = faces()
     return {
-        "structured": manifold_study(structured_model(latent, human), ids(), human, train, PARAMS),
-        "noise": manifold_study(noise_model(), ids(), human, train, PARAMS),
+        "structured": manifold_study(structured_model(latent, human), ids(), human, TRAIN, TEST, PARAMS),
+        "noise": manifold_study(noise_model(), ids(), human, TRAIN, TEST, PARAMS),
     }
 
 
@@ -91,28 +94,61 @@ def test_structured_features_map_better_than_noise(studies) -> None:
 
 
 def test_human_ratings_are_imputed_for_mapping_only(studies) -> None:
-    _, human, _ = faces()
+    _, human = faces()
     study = studies["structured"]
     assert study.imputed == human.isna().to_numpy().sum() > 0
     pd.testing.assert_frame_equal(study.human, human)
     labelled = human["happy"].notna() & human["unhappy"].notna()
     for face_map in study.maps:
-        assert face_map.silhouette.set_index("label").loc["happy_vs_unhappy", "faces"] == labelled.sum()
+        assert face_map.silhouette.set_index("label").loc["happy_vs_unhappy", "faces"] == labelled.iloc[TEST].sum()
+
+
+def test_rating_based_scores_use_only_the_test_faces(studies) -> None:
+    """The model saw the training faces' ratings: theirs must not enter kNN r, silhouettes or correlations."""
+    latent, human = faces()
+    reference = studies["structured"]
+    corrupted = human.copy()
+    corrupted.iloc[TRAIN] = np.random.default_rng(9).normal(50, 10, size=(len(TRAIN), len(ATTRIBUTES)))
+    study = manifold_study(structured_model(latent, human), ids(), corrupted, TRAIN, TEST, PARAMS)
+    np.testing.assert_array_equal(study.scored_rows, TEST)
+    pd.testing.assert_frame_equal(study.human_correlations, attribute_correlations(human.iloc[TEST]))
+    pd.testing.assert_frame_equal(study.human_correlations, reference.human_correlations)
+    pd.testing.assert_frame_equal(study.model_correlations, attribute_correlations(reference.predicted.iloc[TEST]))
+    assert study.agreement == reference.agreement
+    assert study.human_order == reference.human_order and study.model_order == reference.model_order
+    # Model maps do not depend on human ratings; the human maps do (training faces are mapped too).
+    for source in ("features", "predicted"):
+        for key, face_map in maps_of(study, source).items():
+            kept = maps_of(reference, source)[key]
+            np.testing.assert_array_equal(face_map.coords, kept.coords)
+            assert face_map.trustworthiness == kept.trustworthiness
+            pd.testing.assert_series_equal(face_map.knn_r, kept.knn_r)
+            pd.testing.assert_frame_equal(face_map.silhouette, kept.silhouette)
+            expected = knn_recoverability(
+                face_map.coords[TEST], human.iloc[TEST].to_numpy(), PARAMS.knn_neighbors, PARAMS.folds, PARAMS.seed
+            )
+            np.testing.assert_array_equal(face_map.knn_r.to_numpy(), expected)
+            labels = label_table(human.iloc[TEST].reset_index(drop=True), PARAMS.pairs)
+            pd.testing.assert_frame_equal(
+                face_map.silhouette, silhouette_by_label(face_map.coords[TEST], labels, seed=PARAMS.seed)
+            )
 
 
 def test_correlation_agreement_follows_the_model(studies) -> None:
     structured, noise = studies["structured"], studies["noise"]
     assert structured.agreement["pearson"] > 0.95 and structured.agreement["pairs"] == 6
     assert noise.agreement["pearson"] < structured.agreement["pearson"] - 0.3
-    # 1 - r keeps antonyms apart: neither pair sits side by side in the human cluster order.
-    order = structured.order
-    assert sorted(order) == sorted(ATTRIBUTES)
-    assert abs(order.index("happy") - order.index("unhappy")) > 1
-    assert abs(order.index("dominant") - order.index("submissive")) > 1
+    # 1 - r keeps antonyms apart: neither pair sits side by side in either cluster order.
+    assert structured.human_order == cluster_order(structured.human_correlations)
+    assert structured.model_order == cluster_order(structured.model_correlations)
+    for order in (structured.human_order, structured.model_order):
+        assert sorted(order) == sorted(ATTRIBUTES)
+        assert abs(order.index("happy") - order.index("unhappy")) > 1
+        assert abs(order.index("dominant") - order.index("submissive")) > 1
 
 
 def test_pair_labels_auto_explicit_or_median() -> None:
-    _, human, _ = faces()
+    _, human = faces()
     assert list(label_table(human, "auto").columns) == ["happy_vs_unhappy", "dominant_vs_submissive"]
     assert list(label_table(human, [["submissive", "dominant"]]).columns) == ["submissive_vs_dominant"]
     no_antonyms = human[["happy", "dominant"]]
@@ -131,9 +167,11 @@ def test_outputs_hold_every_map_figure_and_number(studies, tmp_path: Path) -> No
         "coordinates.csv",
         "correlations_human.csv",
         "correlations_model.csv",
+        "correlations_model_human_order.csv",
         "scatter.html",
         "figures/correlations_human.png",
         "figures/correlations_model.png",
+        "figures/correlations_model_human_order.png",
         *(f"figures/{stem}_{kind}.png" for stem in stems for kind in ("2d", "labels", "3d")),
     }
     metrics = json.loads((root / "metrics.json").read_text())
@@ -143,31 +181,39 @@ def test_outputs_hold_every_map_figure_and_number(studies, tmp_path: Path) -> No
     assert tsne["trustworthiness"] == pytest.approx(face_map.trustworthiness, abs=1e-6)
     assert tsne["knn_r"]["happy"] == pytest.approx(face_map.knn_r["happy"], abs=1e-6)
     assert metrics["human_values_imputed"] == study.imputed and metrics["faces"] == FACES
+    assert metrics["scored_split"] == "test" and metrics["scored_faces"] == len(TEST)
     assert metrics["features_from"] == "structured.ckpt" and metrics["agreement"]["pairs"] == 6
     assert outputs.flat_metrics["manifold/maps/features/tsne/2d/knn_r/happy"] == tsne["knn_r"]["happy"]
     assert outputs.flat_metrics["manifold/agreement/pearson"] == metrics["agreement"]["pearson"]
     assert (
         len(outputs.flat_metrics)
-        == len(PARAMS.sources) * len(PARAMS.methods) * len(PARAMS.dims) * (4 + len(ATTRIBUTES) + 2) + 3 + 5 + 4
+        == len(PARAMS.sources) * len(PARAMS.methods) * len(PARAMS.dims) * (4 + len(ATTRIBUTES) + 2) + 4 + 5 + 4
     )
     coordinates = pd.read_csv(root / "coordinates.csv", dtype={"id": str})
+    maps = coordinates.groupby(["source", "method", "dims"], sort=False)
+    assert list(maps.groups) == [(m.source, m.method, m.dims) for m in study.maps]
     for face_map in study.maps:
-        read_ids, coords = coordinates_from_table(coordinates, face_map.source, face_map.method, face_map.dims)
-        np.testing.assert_array_equal(read_ids, study.ids)
-        np.testing.assert_allclose(coords, face_map.coords, rtol=1e-5, atol=1e-6)
-    human = pd.read_csv(root / "correlations_human.csv", index_col=0)
-    model = pd.read_csv(root / "correlations_model.csv", index_col=0)
-    assert list(human.columns) == list(model.columns) == list(model.index) == study.order
-    np.testing.assert_allclose(model, study.model_correlations.loc[study.order, study.order], atol=1e-6)
+        rows = maps.get_group((face_map.source, face_map.method, face_map.dims))
+        np.testing.assert_array_equal(rows["id"], study.ids)
+        np.testing.assert_allclose(rows[list("xyz"[: face_map.dims])], face_map.coords, rtol=1e-5, atol=1e-6)
+    for stem, corr, order in (
+        ("correlations_human", study.human_correlations, study.human_order),
+        ("correlations_model", study.model_correlations, study.model_order),
+        ("correlations_model_human_order", study.model_correlations, study.human_order),
+    ):
+        written = pd.read_csv(root / f"{stem}.csv", index_col=0)
+        assert list(written.columns) == list(written.index) == order
+        np.testing.assert_allclose(written, corr.loc[order, order], atol=1e-6)
+    assert study.model_order != study.human_order
     assert "t-SNE 2-D map of 60 faces" in (root / "scatter.html").read_text()
 
 
 def test_undefined_scores_are_null_and_left_out_of_mlflow(tmp_path: Path) -> None:
-    latent, human, train = faces()
+    latent, human = faces()
     human["calm"] = 50.0
     model = structured_model(latent, human)
     params = ManifoldParams(sources=["human"], methods=["pca"], dims=[2], knn_neighbors=5, permutations=9)
-    study = manifold_study(model, ids(), human, train, params)
+    study = manifold_study(model, ids(), human, TRAIN, TEST, params)
     outputs = write_manifold_outputs(study, tmp_path / "manifold")
     metrics = json.loads((tmp_path / "manifold" / "metrics.json").read_text())
     knn = metrics["maps"]["human"]["pca"]["2d"]["knn_r"]
@@ -178,8 +224,19 @@ def test_undefined_scores_are_null_and_left_out_of_mlflow(tmp_path: Path) -> Non
 
 
 def test_fewer_than_three_attributes_have_no_agreement() -> None:
-    latent, human, train = faces()
+    latent, human = faces()
     model = structured_model(latent, human)
     params = ManifoldParams(sources=["predicted"], methods=["pca"], dims=[2], knn_neighbors=5)
-    study = manifold_study(model, ids(), human[["happy", "dominant"]], train, params)
+    study = manifold_study(model, ids(), human[["happy", "dominant"]], TRAIN, TEST, params)
     assert study.agreement is None and study.predicted.columns.tolist() == ["happy", "dominant"]
+
+
+@pytest.mark.parametrize(
+    ("test", "message"),
+    [(np.array([], dtype=int), "split is empty"), (np.array([0, FACES]), "distinct positions among the 60")],
+)
+def test_maps_need_test_faces_to_score_on(test: np.ndarray, message: str) -> None:
+    latent, human = faces()
+    params = ManifoldParams(sources=["predicted"], methods=["pca"], dims=[2], knn_neighbors=5)
+    with pytest.raises(DataError, match=message):
+        manifold_study(structured_model(latent, human), ids(), human, TRAIN, test, params)

@@ -80,7 +80,9 @@ def test_two_process_ddp_gives_the_single_process_test_metrics(tiny_data, tmp_pa
     for key, value in single.items():
         if "loss" in key:
             continue  # mean of per-process batch losses: weighting differs by design
-        assert ddp[key] == pytest.approx(value, abs=1e-5), key
+        # float32 convolutions differ by batch size in the last digits (about 1e-5 in r on this CPU); one padded
+        # duplicate among the ~20 test faces would move r by about 1e-2
+        assert ddp[key] == pytest.approx(value, abs=1e-4), key
     assert np.isfinite(list(single.values())).all()
 
 

@@ -9,6 +9,7 @@ import yaml
 
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import DataError
+from facetraits.manifold.correlations import attribute_correlations
 from facetraits.manifold.study import flat_metrics, model_vectors
 from facetraits.models.face_module import load_module
 from facetraits.models.training import backbone_features, predict_images
@@ -42,12 +43,15 @@ def test_every_map_is_scored_drawn_and_saved(mapped) -> None:
     files = {str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()}
     stems = [f"{source}_{method}" for source in SOURCES for method in MANIFOLD["methods"]]
     assert files == {
-        "metrics.json", "coordinates.csv", "correlations_human.csv", "correlations_model.csv", "scatter.html",
-        "figures/correlations_human.png", "figures/correlations_model.png",
+        "metrics.json", "coordinates.csv", "correlations_human.csv", "correlations_model.csv",
+        "correlations_model_human_order.csv", "scatter.html",
+        "figures/correlations_human.png", "figures/correlations_model.png", "figures/correlations_model_human_order.png",
         *(f"figures/{stem}_{kind}.png" for stem in stems for kind in ("2d", "labels")),
     }  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
+    data = load_prepared(mapped["prepared"])
     assert metrics["faces"] == 40 and metrics["features_from"] == str(mapped["models"] / "best.ckpt")
+    assert metrics["scored_split"] == "test" and metrics["scored_faces"] == len(data.indices("test")) > 0
     assert metrics["feature_dims"] > 0 and metrics["agreement"]["pairs"] == 3
     assert set(metrics["maps"]) == set(SOURCES)
     for source in SOURCES:
@@ -61,9 +65,25 @@ def test_every_map_is_scored_drawn_and_saved(mapped) -> None:
             assert set(scores["silhouette"]) == {f"{name}_vs_median" for name in ATTRIBUTES}
     coordinates = pd.read_csv(out / "coordinates.csv", dtype={"id": str})
     assert len(coordinates) == 40 * len(SOURCES) * len(MANIFOLD["methods"])
-    faces = load_prepared(mapped["prepared"]).faces
-    assert set(coordinates["id"]) == set(faces["id"])
+    assert set(coordinates["id"]) == set(data.faces["id"])
     assert "backbone features, UMAP 2-D map of 40 faces" in (out / "scatter.html").read_text()
+
+
+def test_correlations_are_of_the_test_faces_only(mapped) -> None:
+    """The model learned the training faces' ratings: the stage scores on the test split, as data.indices gives it."""
+    data = load_prepared(mapped["prepared"])
+    test = data.indices("test")
+    predicted = model_vectors([mapped["models"] / "best.ckpt"], data.images, data.attributes).predicted
+    human = attribute_correlations(data.faces[ATTRIBUTES].iloc[test])
+    model = attribute_correlations(predicted.iloc[test])
+    for name, expected in (
+        ("correlations_human.csv", human),
+        ("correlations_model.csv", model),
+        ("correlations_model_human_order.csv", model),
+    ):
+        written = pd.read_csv(mapped["manifold"] / name, index_col=0)
+        assert sorted(written.columns) == sorted(ATTRIBUTES) and list(written.index) == list(written.columns)
+        np.testing.assert_allclose(written, expected.loc[written.index, written.columns], atol=1e-5)
 
 
 def test_mlflow_run_holds_the_metrics_and_outputs(mapped) -> None:
@@ -77,10 +97,11 @@ def test_mlflow_run_holds_the_metrics_and_outputs(mapped) -> None:
     top = {a.path for a in client.list_artifacts(run.info.run_id, "manifold")}
     assert top == {
         "manifold/metrics.json", "manifold/coordinates.csv", "manifold/correlations_human.csv",
-        "manifold/correlations_model.csv", "manifold/scatter.html", "manifold/figures",
+        "manifold/correlations_model.csv", "manifold/correlations_model_human_order.csv", "manifold/scatter.html",
+        "manifold/figures",
     }  # fmt: skip
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "manifold/figures")}
-    assert "manifold/figures/features_umap_labels.png" in figures and len(figures) == 14
+    assert "manifold/figures/features_umap_labels.png" in figures and len(figures) == 15
 
 
 def test_model_vectors_are_the_checkpoints_features_and_predictions(trained) -> None:

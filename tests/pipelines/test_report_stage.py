@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -26,34 +27,56 @@ def reported(explained) -> dict:
 
 
 def _markdown_table(text: str) -> pd.DataFrame:
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    """The report's first table (the comparison), cells unescaped and unbolded, "—" as NaN."""
+    lines = text[text.index("\n|") + 1 :].split("\n\n")[0].splitlines()
     header = [cell.strip().replace("\\", "") for cell in lines[0].strip("|").split("|")]
     rows = [[cell.strip().strip("*").replace("\\", "") for cell in line.strip("|").split("|")] for line in lines[2:]]
-    rows = [row for row in rows if len(row) == len(header)]
-    return pd.DataFrame(rows, columns=header).set_index(header[0])
+    table = pd.DataFrame(rows, columns=header).set_index(header[0])
+    return table.replace("—", "nan").astype(float)
 
 
 def test_every_number_in_the_report_table_is_the_one_in_its_metrics_file(reported) -> None:
     results = reported["results"]
-    train = json.loads((results / "train" / "metrics.json").read_text())["test"]["pearson"]
-    variant = json.loads((results / "variants" / "no_augment" / "metrics.json").read_text())["test"]["pearson"]
     baselines = json.loads((results / "baselines" / "metrics.json").read_text())
-    handcrafted = baselines["handcrafted"]["test"]["pearson"]
-    human = baselines["human"]
-    table = _markdown_table((results / "report.md").read_text())
+    methods = {
+        HANDCRAFTED: baselines["handcrafted"]["test"]["pearson"],
+        MAIN: json.loads((results / "train" / "metrics.json").read_text())["test"]["pearson"],
+        VARIANT: json.loads((results / "variants" / "no_augment" / "metrics.json").read_text())["test"]["pearson"],
+    }
     attributes = ["happy", "dominant", "attractive"]
-    assert list(table.index[:3]) == attributes and table.index[3] == "mean"
-    for attribute in attributes:
-        row = table.loc[attribute]
-        assert float(row[MAIN]) == round(train[attribute], 3)
-        assert float(row[VARIANT]) == round(variant[attribute], 3)
-        assert float(row[HANDCRAFTED]) == round(handcrafted[attribute], 3)
-        assert float(row["human reliability"]) == round(human["reliability"][attribute], 3)
-        assert float(row["human ceiling"]) == round(human["ceiling"][attribute], 3)
-        assert float(row[f"{MAIN} r/ceiling"]) == round(train[attribute] / human["ceiling"][attribute], 3)
-    assert float(table.loc["mean", MAIN]) == round(np.mean([train[a] for a in attributes]), 3)
+    human = baselines["human"]
+    # Each column's per-attribute values as the files hold them (null r is NaN), computed here without the library.
+    ceiling = np.array([human["ceiling"][a] for a in attributes], dtype=float)
+    columns = {"human reliability": np.array([human["reliability"][a] for a in attributes], dtype=float)}
+    columns["human ceiling"] = ceiling
+    columns |= {m: np.array([scores[a] for a in attributes], dtype=float) for m, scores in methods.items()}
+    columns |= {f"{m} r/ceiling": columns[m] / np.where(ceiling > 0, ceiling, np.nan) for m in methods}
+    table = _markdown_table((results / "report.md").read_text())
+    assert list(table.index) == [*attributes, "mean"] and list(table.columns) == list(columns)
+    means = {column: np.nanmean(values) if np.isfinite(values).any() else np.nan for column, values in columns.items()}
+    for column, values in columns.items():
+        for attribute, value in zip(attributes, values, strict=True):
+            np.testing.assert_equal(table.loc[attribute, column], round(value, 3), err_msg=f"{attribute}, {column}")
+        np.testing.assert_equal(table.loc["mean", column], round(means[column], 3), err_msg=f"mean, {column}")
     report = json.loads((results / "report.json").read_text())
-    assert report["mean_r"][MAIN] == pytest.approx(np.mean([train[a] for a in attributes]), abs=1e-6)
+    assert report["mean_r"] == pytest.approx({m: means[m] for m in methods}, abs=1e-6)
+    assert report["human_ceiling_mean"] == pytest.approx(means["human ceiling"], abs=1e-6)
+
+
+def test_report_refuses_a_stale_metrics_file_naming_it(reported, tmp_path, capsys) -> None:
+    """Scores for an attribute the prepared data lacks mean the file predates the data: an error, not a drop."""
+    for name in ("baselines/metrics.json", "variants/no_augment/metrics.json", "explain/scores.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(reported["results"] / name, tmp_path / name)
+    train = json.loads((reported["results"] / "train" / "metrics.json").read_text())
+    train["test"]["pearson"]["smug"] = 0.5
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "metrics.json").write_text(json.dumps(train))
+    assert stage("report")([*stage_args(reported, "prepared"), "--results", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert f"error: {tmp_path / 'train' / 'metrics.json'}: method '{MAIN}' has scores for attributes" in error
+    assert "not in the report: ['smug']; the file is stale" in error
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_report_names_its_tests_links_figures_and_exists_as_html(reported) -> None:

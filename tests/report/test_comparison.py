@@ -107,3 +107,12 @@ def test_bad_input_names_what_is_wrong(
 def test_human_table_without_a_ceiling_column_is_rejected() -> None:
     with pytest.raises(DataError, match="ceiling"):
         comparison_table(pd.DataFrame({"reliability": [0.8]}, index=["happy"]), {"VGG16": {"happy": 0.5}}, ["happy"])
+
+
+def test_errors_name_the_metrics_file_a_method_came_from() -> None:
+    human = pd.DataFrame({"reliability": [0.8], "ceiling": [0.9]}, index=["happy"])
+    sources = {"VGG16": "results/train/metrics.json"}
+    with pytest.raises(DataError, match=r"^results/train/metrics.json: method 'VGG16'.*\['sad'\]; the file is stale"):
+        comparison_table(human, {"VGG16": {"happy": 0.5, "sad": 0.2}}, ["happy"], sources)
+    with pytest.raises(DataError, match=r"^results/train/metrics.json: method 'VGG16', attribute 'happy'.*outside"):
+        comparison_table(human, {"VGG16": {"happy": -1.5}}, ["happy"], sources)

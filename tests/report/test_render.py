@@ -145,6 +145,11 @@ def test_mean_row_is_bold_and_its_rule_is_stated() -> None:
     mean_row = re.search(r"<tr class=\"emphasis\">(.*?)</tr>", html).group(1)
     assert mean_row.count("<strong>") == len(html_tables(html)[0][0])
     assert f"fewer than all 5 for {NASTY_METHOD}: 4 of 5; {NASTY_METHOD} r/ceiling: 4 of 5)" in unescape(html)
+    rule = "the arithmetic mean of each column over the attributes that have a value there"
+    fisher = "r is averaged as it is, not through Fisher z, unlike the parametric tests below."
+    for text in (unescape(html), re.sub(r"\\(.)", r"\1", markdown)):
+        assert rule in text and fisher in text
+    assert "Parametric tests run on Fisher z = artanh(r)" in unescape(html)
 
 
 def test_statistics_name_every_test_with_its_p_value() -> None:
@@ -226,6 +231,7 @@ def test_bar_chart_has_one_bar_group_per_method_sorted_by_ceiling() -> None:
     ceiling_lines = [c for c in axes.collections if isinstance(c, LineCollection)]
     assert len(ceiling_lines) == 1 and len(ceiling_lines[0].get_segments()) == 34
     assert figure.get_size_inches()[1] > 15
+    assert axes.get_title() == "Test r per attribute (sorted by human noise ceiling)"
     figure.savefig(io.BytesIO(), format="png")
 
 
@@ -237,6 +243,20 @@ def test_bar_chart_without_human_sorts_by_the_best_method() -> None:
     assert len([c for c in axes.containers if isinstance(c, BarContainer)]) == len(methods)
     order = table.drop(index=MEAN_ROW)["VGG16"].sort_values(ascending=False).index
     assert [label.get_text() for label in axes.get_yticklabels()] == list(order)
+    assert axes.get_title() == "Test r per attribute (sorted by VGG16)"
     assert not [c for c in axes.collections if isinstance(c, LineCollection)]
     with pytest.raises(DataError, match="missing method"):
         bar_chart(table, ["missing method"], None)
+
+
+def test_bar_chart_without_any_score_keeps_the_attribute_order() -> None:
+    human = pd.DataFrame({"reliability": [0.8] * 5, "ceiling": [math.nan] * 5}, index=ATTRIBUTES)
+    table = comparison_table(human, {"VGG16": {}, "hand": {}}, ATTRIBUTES)
+    figure = bar_chart(table, ["VGG16", "hand"], human)
+    axes = figure.axes[0]
+    assert [label.get_text() for label in axes.get_yticklabels()] == ATTRIBUTES
+    assert axes.get_title() == "Test r per attribute (no scores)"
+    # An all-missing ceiling draws no ticks and no legend entry for them.
+    assert not [c for c in axes.collections if isinstance(c, LineCollection)]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["VGG16", "hand"]
+    figure.savefig(io.BytesIO(), format="png")

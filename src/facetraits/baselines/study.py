@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,12 @@ def run_baselines(data: PreparedData, params: BaselinesParams) -> BaselineResult
     reliability = (
         None
         if ratings is None
-        else split_half_reliability(ratings, data.attributes, params.reliability_repeats, params.seed)
+        else split_half_reliability(
+            independent_ratings(ratings, params.exclude_rating_types),
+            data.attributes,
+            params.reliability_repeats,
+            params.seed,
+        )
     )
     after_reliability = time.perf_counter()
     settings = params.handcrafted
@@ -54,6 +60,11 @@ def run_baselines(data: PreparedData, params: BaselinesParams) -> BaselineResult
         "svr": time.perf_counter() - after_features,
     }
     return BaselineResults(reliability, handcrafted, seconds)
+
+
+def independent_ratings(ratings: pd.DataFrame, excluded_types: Sequence[str]) -> pd.DataFrame:
+    """Ratings without the excluded `rating_type`s: a repeat is no new rater, and would inflate split-half agreement."""
+    return ratings[~ratings["rating_type"].isin(list(excluded_types)).to_numpy(dtype=bool)]
 
 
 def baseline_metrics(data: PreparedData, results: BaselineResults) -> dict[str, Any]:

@@ -128,14 +128,6 @@ def coordinates_table(ids: Sequence[str] | np.ndarray, coords: np.ndarray, sourc
     return table
 
 
-def coordinates_from_table(table: pd.DataFrame, source: str, method: str, dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, (n, dims) coords) of one map in a table that coordinates_table rows were concatenated into."""
-    rows = table[(table["source"] == source) & (table["method"] == method) & (table["dims"] == dims)]
-    if rows.empty:
-        raise DataError(f"coordinates table has no {dims}-D {method} map of {source}")
-    return rows["id"].to_numpy(), rows[list(AXES[:dims])].to_numpy(dtype=np.float64)
-
-
 def _checked_matrix(values: np.ndarray) -> np.ndarray:
     matrix = np.asarray(values)
     if matrix.ndim != 2:

@@ -7,7 +7,6 @@ number on each judgement so maps of backbone features, predictions and human rat
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,21 +118,14 @@ def median_split_labels(values: pd.DataFrame, attributes: Sequence[str]) -> pd.D
     )
 
 
-def label_silhouette(coords: np.ndarray, labels: np.ndarray | pd.Series, max_rows: int = 2000, seed: int = 0) -> float:
-    """Silhouette of the label groups in the map (-1..1; near 0 = intermixed); NaN, with a warning, if undefined.
+def silhouette_by_label(coords: np.ndarray, labels: pd.DataFrame, max_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per label column: label, silhouette, faces (labelled), positive_share and why a score is NaN.
 
+    A silhouette measures how well the label's groups separate in the map (-1..1; near 0 = intermixed).
     Missing labels are left out. Above `max_rows` labelled faces a seeded subsample is scored: the full
     score costs rows squared (3.6 s at 10k faces, per label and map), the subsample's is a mean over
     2000 faces of the same per-face silhouettes and differs from it by about 0.01.
     """
-    score, reason = _silhouette_or_reason(coords, labels, max_rows, seed)
-    if reason:
-        warnings.warn(f"silhouette is NaN: {reason}", stacklevel=2)
-    return score
-
-
-def silhouette_by_label(coords: np.ndarray, labels: pd.DataFrame, max_rows: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per label column: label, silhouette, faces (labelled), positive_share and why a score is NaN."""
     rows = []
     for name in labels.columns:
         known = labels[name].dropna().astype(bool)

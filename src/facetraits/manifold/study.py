@@ -1,8 +1,8 @@
 """The manifold study: maps of every face from the model's features, its predictions and human ratings, scored.
 
-Every map is judged against the same human ratings and pair labels, so a number for backbone features,
-one for predicted ratings and one for the ratings themselves line up: how much of what people see in a
-face survives each representation.
+Every map is judged against the same human ratings and pair labels of the same test faces, so a number for
+backbone features, one for predicted ratings and one for the ratings themselves line up: how much of what
+people see in a face survives each representation.
 """
 
 from __future__ import annotations
@@ -48,12 +48,15 @@ METRICS_FILE = "metrics.json"
 COORDINATES_FILE = "coordinates.csv"
 HUMAN_CORRELATIONS = "correlations_human"
 MODEL_CORRELATIONS = "correlations_model"
+MODEL_IN_HUMAN_ORDER = "correlations_model_human_order"
 SCATTER_FILE = "scatter.html"
 FIGURES_DIR = "figures"
 SOURCE_TITLES = {"features": "backbone features", "predicted": "predicted ratings", "human": "human ratings"}
 METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 # The interactive page shows one map; neighbourhoods, which hovering explores, are what t-SNE and UMAP keep.
 SCATTER_METHODS = ("umap", "tsne", "pca")
+# Rating-based scores use only these faces: the model was fitted to the training faces' ratings.
+SCORED_SPLIT = "test"
 # Fewer attributes give fewer than 3 attribute pairs, too few to correlate two correlation matrices.
 MIN_AGREEMENT_ATTRIBUTES = 3
 
@@ -70,7 +73,7 @@ class ModelVectors:
 
 @dataclass(frozen=True)
 class FaceMap:
-    """One map of one source, and how faithful and readable it is."""
+    """One map of one source (every face), how faithful it is (every face) and how readable (test faces)."""
 
     source: str
     method: str
@@ -92,14 +95,18 @@ class FaceMap:
 
 @dataclass(frozen=True)
 class ManifoldStudy:
+    """Maps of every face; `scored_rows` are the test faces that kNN r, silhouettes and correlations use."""
+
     ids: np.ndarray
     human: pd.DataFrame
     predicted: pd.DataFrame
     labels: pd.DataFrame
+    scored_rows: np.ndarray
     maps: tuple[FaceMap, ...]
     human_correlations: pd.DataFrame
     model_correlations: pd.DataFrame
-    order: list[str]
+    human_order: list[str]
+    model_order: list[str]
     agreement: dict[str, Any] | None
     imputed: int
     feature_dims: int
@@ -164,15 +171,24 @@ def label_table(human: pd.DataFrame, pairs: str | Sequence[Sequence[str]]) -> pd
 
 
 def manifold_study(
-    model: ModelVectors, ids: np.ndarray, human: pd.DataFrame, train_rows: np.ndarray, params: ManifoldParams
+    model: ModelVectors,
+    ids: np.ndarray,
+    human: pd.DataFrame,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    params: ManifoldParams,
 ) -> ManifoldStudy:
     """Every map params asks for, scored against human ratings; correlations come first, as they fail fastest.
 
+    Maps place every face, but kNN r, silhouettes, both correlation matrices and their agreement use only
+    `test_rows`: the model was fitted to the training faces' ratings, so on those faces its numbers would be
+    partly in-sample. Trustworthiness compares a map with its own input, no rating, and uses every face.
     Human ratings are imputed (training-face means) only to be mapped; kNN targets and labels keep their
     gaps, so a filled value is never scored as if a person had given it.
     """
     human = human.reset_index(drop=True)
-    human_corr = attribute_correlations(human)
+    test = _scored_rows(test_rows, len(human))
+    human_corr = attribute_correlations(human.iloc[test])
     human = human.astype(np.float64)
     attributes = list(human.columns)
     unpredicted = sorted(set(attributes) - set(model.predicted.columns))
@@ -185,7 +201,10 @@ def manifold_study(
             f"and {len(predicted)} prediction rows"
         )
     labels = label_table(human, params.pairs)
-    model_corr = attribute_correlations(predicted)
+    # Labelled anew from the test faces alone: a median split must not move with training-face ratings.
+    scored_human = human.iloc[test].reset_index(drop=True)
+    scored_labels = label_table(scored_human, params.pairs)
+    model_corr = attribute_correlations(predicted.iloc[test])
     agreement = (
         matrix_agreement(human_corr, model_corr, params.permutations, params.seed)
         if len(attributes) >= MIN_AGREEMENT_ATTRIBUTES
@@ -203,7 +222,10 @@ def manifold_study(
             sources[source], method, dims, params.seed, params.perplexity, params.n_neighbors, params.pca_first
         )
         embedded = time.perf_counter()
-        maps.append(_scored_map(sources[source], coords, source, method, human, labels, params, embedded - start))
+        scored = _scored_map(
+            sources[source], coords, test, source, method, scored_human, scored_labels, params, embedded - start
+        )
+        maps.append(scored)
         seconds["embed"] += embedded - start
         seconds["scores"] += time.perf_counter() - embedded
     return ManifoldStudy(
@@ -211,10 +233,12 @@ def manifold_study(
         human=human,
         predicted=predicted,
         labels=labels,
+        scored_rows=test,
         maps=tuple(maps),
         human_correlations=human_corr,
         model_correlations=model_corr,
-        order=cluster_order(human_corr),
+        human_order=cluster_order(human_corr),
+        model_order=cluster_order(model_corr),
         agreement=agreement,
         imputed=int(human.isna().to_numpy().sum()),
         feature_dims=int(model.features.shape[1]),
@@ -223,9 +247,21 @@ def manifold_study(
     )
 
 
+def _scored_rows(rows: np.ndarray, faces: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        raise DataError(f"the {SCORED_SPLIT} split is empty: no faces to score the maps on")
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise DataError(f"{SCORED_SPLIT} rows must be a 1-D array of face positions, got {rows.dtype} {rows.shape}")
+    if rows.min() < 0 or rows.max() >= faces or len(np.unique(rows)) != len(rows):
+        raise DataError(f"{SCORED_SPLIT} rows must be distinct positions among the {faces} faces")
+    return rows
+
+
 def _scored_map(
     values: np.ndarray,
     coords: np.ndarray,
+    test: np.ndarray,
     source: str,
     method: str,
     human: pd.DataFrame,
@@ -233,11 +269,12 @@ def _scored_map(
     params: ManifoldParams,
     seconds: float,
 ) -> FaceMap:
-    """Trustworthiness against the map's own input; kNN r and silhouettes against human ratings and labels.
+    """Trustworthiness of every face against the map's own input; kNN r and silhouettes of the `test` faces,
+    whose `human` ratings and `labels` are given.
 
     Trustworthiness uses the kNN neighbourhood size: both ask about the same few nearest faces.
     """
-    knn = knn_recoverability(coords, human.to_numpy(), params.knn_neighbors, params.folds, params.seed)
+    knn = knn_recoverability(coords[test], human.to_numpy(), params.knn_neighbors, params.folds, params.seed)
     return FaceMap(
         source=source,
         method=method,
@@ -245,7 +282,7 @@ def _scored_map(
         coords=coords,
         trustworthiness=map_trustworthiness(values, coords, params.knn_neighbors, seed=params.seed),
         knn_r=pd.Series(knn, index=human.columns),
-        silhouette=silhouette_by_label(coords, labels, seed=params.seed),
+        silhouette=silhouette_by_label(coords[test], labels, seed=params.seed),
         seconds=seconds,
     )
 
@@ -265,6 +302,8 @@ def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, An
         }
     return {
         "faces": len(study.ids),
+        "scored_split": SCORED_SPLIT,
+        "scored_faces": len(study.scored_rows),
         "human_values_imputed": study.imputed,
         "feature_dims": study.feature_dims,
         "features_from": study.features_from,
@@ -287,11 +326,7 @@ def flat_metrics(metrics: Mapping[str, Any], prefix: str = "manifold") -> dict[s
 
 
 def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutputs:
-    """metrics.json, coordinates, correlation tables, figures and the HTML page, replacing `out_dir` all at once.
-
-    Both heatmaps (and CSVs) follow the human clustering: the same cell is the same attribute pair in
-    each, so the model's departures from human structure show as broken blocks rather than a reshuffle.
-    """
+    """metrics.json, coordinates, correlation tables, figures and the HTML page, replacing `out_dir` all at once."""
     with atomic_directory(out_dir) as folder:
         start = time.perf_counter()
         (folder / FIGURES_DIR).mkdir()
@@ -323,33 +358,33 @@ def _write_map_figures(study: ManifoldStudy, folder: Path) -> None:
             save_figure(figure, folder / f"{stem}_3d.png")
             continue
         knn = face_map.knn_r_mean
-        grid = embedding_grid(face_map.coords, study.human, f"{title}, mean kNN r {knn:.2f}: human ratings")
+        grid = embedding_grid(face_map.coords, study.human, f"{title}, mean test kNN r {knn:.2f}: human ratings")
         save_figure(grid, folder / f"{stem}_2d.png")
         silhouette = face_map.silhouette_mean
-        scatter = label_scatter(face_map.coords, study.labels, f"{title}, mean silhouette {silhouette:.2f}")
+        scatter = label_scatter(face_map.coords, study.labels, f"{title}, mean test silhouette {silhouette:.2f}")
         save_figure(scatter, folder / f"{stem}_labels.png")
 
 
 def _write_correlations(study: ManifoldStudy, folder: Path) -> None:
-    order = study.order
-    human = study.human_correlations.loc[order, order]
-    model = study.model_correlations.loc[order, order]
-    human.to_csv(folder / f"{HUMAN_CORRELATIONS}.csv", float_format="%.6g")
-    model.to_csv(folder / f"{MODEL_CORRELATIONS}.csv", float_format="%.6g")
+    """Each matrix in its own cluster order (CSV and heatmap), and the model's again in the human order.
+
+    In the human order the same cell is the same attribute pair in both heatmaps, so the model's departures
+    from human structure show as broken blocks; in its own order, the blocks the model does form show.
+    """
     agreement = study.agreement
     versus = (
         f"; vs human r = {agreement['pearson']:.2f} (Mantel p = {agreement['mantel_p']:.3f})"
         if agreement is not None
         else ""
     )
-    save_figure(
-        correlation_heatmap(human, order, "human ratings: attribute correlations, clustered"),
-        folder / FIGURES_DIR / f"{HUMAN_CORRELATIONS}.png",
-    )
-    save_figure(
-        correlation_heatmap(model, order, f"predicted ratings, in human cluster order{versus}"),
-        folder / FIGURES_DIR / f"{MODEL_CORRELATIONS}.png",
-    )
+    faces = f"attribute correlations over {len(study.scored_rows)} {SCORED_SPLIT} faces"
+    for stem, corr, order, title in (
+        (HUMAN_CORRELATIONS, study.human_correlations, study.human_order, f"human ratings: {faces}, clustered"),
+        (MODEL_CORRELATIONS, study.model_correlations, study.model_order, f"predicted: {faces}, clustered{versus}"),
+        (MODEL_IN_HUMAN_ORDER, study.model_correlations, study.human_order, f"predicted, in human order{versus}"),
+    ):
+        corr.loc[order, order].to_csv(folder / f"{stem}.csv", float_format="%.6g")
+        save_figure(correlation_heatmap(corr, order, title), folder / FIGURES_DIR / f"{stem}.png")
 
 
 def _scatter_map(maps: Sequence[FaceMap]) -> FaceMap | None:

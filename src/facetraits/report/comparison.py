@@ -20,11 +20,14 @@ def ratio_column(method: str) -> str:
     return f"{method} r/ceiling"
 
 
-def method_scores(methods: Mapping[str, Mapping[str, float]], attributes: Sequence[str]) -> pd.DataFrame:
+def method_scores(
+    methods: Mapping[str, Mapping[str, float]], attributes: Sequence[str], sources: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """(attribute x method) test r, NaN where a method has no score; one validation for the table and the tests.
 
     An attribute outside `attributes` is an error rather than dropped: a score the report would silently not show
-    means the metrics files and the attribute list disagree.
+    means the metrics files and the attribute list disagree (a stale file). Errors start with the method's entry
+    in `sources` (its metrics file), so the message says which stage to rerun.
     """
     attributes = list(attributes)
     duplicated = sorted({a for a in attributes if attributes.count(a) > 1})
@@ -35,18 +38,23 @@ def method_scores(methods: Mapping[str, Mapping[str, float]], attributes: Sequen
     known = set(attributes)
     columns: dict[str, list[float]] = {}
     for method, scores in methods.items():
+        where = f"{sources[method]}: " if sources and method in sources else ""
         unknown = sorted(set(scores) - known)
         if unknown:
-            raise DataError(f"method {method!r} has scores for attributes not in the report: {unknown}")
+            stale = "; the file is stale: rerun the stage that writes it (dvc repro)" if where else ""
+            raise DataError(f"{where}method {method!r} has scores for attributes not in the report: {unknown}{stale}")
         for attribute, r in scores.items():
             if not (math.isnan(r) or -1.0 <= r <= 1.0):
-                raise DataError(f"method {method!r}, attribute {attribute!r}: r = {r} is outside [-1, 1]")
+                raise DataError(f"{where}method {method!r}, attribute {attribute!r}: r = {r} is outside [-1, 1]")
         columns[method] = [float(scores.get(a, math.nan)) for a in attributes]
     return pd.DataFrame(columns, index=pd.Index(attributes, name="attribute"), dtype=np.float64)
 
 
 def comparison_table(
-    human: pd.DataFrame | None, methods: Mapping[str, Mapping[str, float]], attributes: Sequence[str]
+    human: pd.DataFrame | None,
+    methods: Mapping[str, Mapping[str, float]],
+    attributes: Sequence[str],
+    sources: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Rows: `attributes` in order, then "mean"; cells are the input floats unrounded, so they can be checked exactly.
 
@@ -54,7 +62,7 @@ def comparison_table(
     "<method> r/ceiling" in the mean row is the mean of the per-attribute ratios, not mean r over mean ceiling.
     A ratio is NaN where the ceiling is missing or not positive: there is nothing to be a fraction of.
     """
-    scores = method_scores(methods, attributes)
+    scores = method_scores(methods, attributes, sources)
     parts = [scores]
     if human is not None:
         missing = [c for c in HUMAN_COLUMNS if c not in human.columns]

@@ -99,8 +99,9 @@ def table_notes(table: pd.DataFrame) -> list[str]:
     counts = per_attribute.notna().sum()
     fewer = "; ".join(f"{column}: {count} of {total}" for column, count in counts.items() if count < total)
     notes = [
-        "Mean row: the mean of each column over the attributes that have a value there "
-        + (f"(fewer than all {total} for {fewer})." if fewer else f"(all {total} attributes).")
+        "Mean row: the arithmetic mean of each column over the attributes that have a value there "
+        + (f"(fewer than all {total} for {fewer})" if fewer else f"(all {total} attributes)")
+        + "; r is averaged as it is, not through Fisher z, unlike the parametric tests below."
     ]
     if HUMAN_CEILING in table.columns:
         notes.append(
@@ -298,19 +299,24 @@ def bar_chart(table: pd.DataFrame, methods: Sequence[str], human: pd.DataFrame |
     """Horizontal grouped bars, one group per attribute, so 34 attribute names stay readable.
 
     Groups are sorted by the human noise ceiling (drawn as a black tick across each group) when there is one,
-    else by the method with the highest mean r; the best-reproduced attributes are at the top.
+    else by the method with the highest mean r; the best-reproduced attributes are at the top. Without any
+    score the attributes keep their order.
     """
     missing = [m for m in methods if m not in table.columns]
     if missing:
         raise DataError(f"method(s) {missing} have no column in the comparison table")
     scores = table.drop(index=MEAN_ROW, errors="ignore")[list(methods)]
     ceiling = None if human is None else human["ceiling"].reindex(scores.index).astype(np.float64)
-    if ceiling is not None and ceiling.notna().any():
-        order, sorted_by = ceiling.sort_values(ascending=False, na_position="last").index, "human noise ceiling"
+    if ceiling is not None and ceiling.isna().all():
+        ceiling = None
+    means = scores.mean()
+    if ceiling is not None:
+        key, sorted_by = ceiling, "sorted by human noise ceiling"
+    elif means.notna().any():
+        key, sorted_by = scores[means.idxmax()], f"sorted by {means.idxmax()}"
     else:
-        best = scores.mean().idxmax() if len(methods) else None
-        order = scores.index if best is None else scores[best].sort_values(ascending=False, na_position="last").index
-        sorted_by = "best method" if best is None else str(best)
+        key, sorted_by = None, "no scores"
+    order = scores.index if key is None else key.sort_values(ascending=False, na_position="last").index
     scores = scores.loc[order]
     count, groups = len(methods), np.arange(len(scores))
     figure = Figure(figsize=(8, max(3.0, 1.5 + len(scores) * (0.12 + 0.14 * max(count, 1)))), layout="constrained")
@@ -328,7 +334,7 @@ def bar_chart(table: pd.DataFrame, methods: Sequence[str], human: pd.DataFrame |
     axes.set_yticks(groups, labels=[str(a) for a in scores.index])
     axes.set_ylim(len(scores) - 0.5, -0.5)
     axes.axvline(0.0, color="grey", linewidth=0.8)
-    axes.set(xlabel="test Pearson r", title=f"Test r per attribute (sorted by {sorted_by})")
+    axes.set(xlabel="test Pearson r", title=f"Test r per attribute ({sorted_by})")
     axes.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncols=min(3, count + 1), fontsize="small")
     return figure

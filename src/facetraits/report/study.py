@@ -15,7 +15,7 @@ from facetraits.data.prepared import PreparedData
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_write_json, atomic_write_text
-from facetraits.report.comparison import comparison_table
+from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.render import bar_chart, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 
@@ -58,6 +58,14 @@ def human_reference(baselines: Mapping[str, Any]) -> pd.DataFrame | None:
 
 
 @dataclass(frozen=True)
+class MethodScores:
+    """Test r per attribute of each method (by report label), and the metrics file each came from for errors."""
+
+    scores: dict[str, dict[str, float]]
+    files: dict[str, Path]
+
+
+@dataclass(frozen=True)
 class Report:
     table: pd.DataFrame
     comparison: MethodComparison
@@ -65,12 +73,11 @@ class Report:
     methods: dict[str, dict[str, float]]
 
 
-def build_report(
-    attributes: Sequence[str], human: pd.DataFrame | None, methods: Mapping[str, Mapping[str, float]]
-) -> Report:
-    methods = {name: {a: r for a, r in scores.items() if a in attributes} for name, scores in methods.items()}
-    table = comparison_table(human, methods, attributes)
-    return Report(table, compare_methods(methods, attributes), human, dict(methods))
+def build_report(attributes: Sequence[str], human: pd.DataFrame | None, methods: MethodScores) -> Report:
+    """The table and its tests; a score for an attribute the prepared data lacks is an error naming its file."""
+    sources = {name: str(path) for name, path in methods.files.items()}
+    table = comparison_table(human, methods.scores, attributes, sources)
+    return Report(table, compare_methods(methods.scores, attributes), human, dict(methods.scores))
 
 
 def report_metrics(report: Report) -> dict[str, Any]:
@@ -79,12 +86,12 @@ def report_metrics(report: Report) -> dict[str, Any]:
     def clean(value: float) -> float | None:
         return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
-    mean_row = report.table.loc["mean"]
+    mean_row = report.table.loc[MEAN_ROW]
     return {
         "mean_r": {method: clean(mean_row[method]) for method in report.methods},
         "anova": {"test": report.comparison.anova.test, "p": clean(report.comparison.anova.p_value)},
         "friedman": {"test": report.comparison.friedman.test, "p": clean(report.comparison.friedman.p_value)},
-        **({"human_ceiling_mean": clean(mean_row["human ceiling"])} if report.human is not None else {}),
+        **({"human_ceiling_mean": clean(mean_row[HUMAN_CEILING])} if report.human is not None else {}),
     }
 
 
@@ -108,16 +115,15 @@ def write_report(
     return [*written, results_dir / "report.json"]
 
 
-def collect_methods(results: Path, main_label: str, variant_labels: Mapping[str, str]) -> dict[str, dict[str, float]]:
+def collect_methods(results: Path, main_label: str, variant_labels: Mapping[str, str]) -> MethodScores:
     """Test r per attribute of the hand-crafted baseline, the main model and each variant, from their metrics files."""
-    baselines_file = results / "baselines" / "metrics.json"
-    methods = {HANDCRAFTED: pearson_scores(read_metrics(baselines_file), baselines_file, ("handcrafted", "test"))}
-    for label, path in [
-        (main_label, results / "train" / "metrics.json"),
-        *((label, results / "variants" / name / "metrics.json") for name, label in variant_labels.items()),
-    ]:
-        methods[label] = pearson_scores(read_metrics(path), path)
-    return methods
+    files = {
+        HANDCRAFTED: (results / "baselines" / "metrics.json", ("handcrafted", "test")),
+        main_label: (results / "train" / "metrics.json", ("test",)),
+        **{label: (results / "variants" / name / "metrics.json", ("test",)) for name, label in variant_labels.items()},
+    }
+    scores = {label: pearson_scores(read_metrics(path), path, section) for label, (path, section) in files.items()}
+    return MethodScores(scores, {label: path for label, (path, _) in files.items()})
 
 
 def report_notes(data: PreparedData, baselines: Mapping[str, Any], explain_scores: Mapping[str, Any]) -> list[str]:
