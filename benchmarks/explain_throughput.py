@@ -57,7 +57,8 @@ def main() -> None:
         for method in METHOD_NAMES:
             rate = maps_per_second(net, method, params, size, args.batch, args.repeats)
             print(json.dumps({"device": device.type, "size": size, "method": method, "batch": args.batch,
-                              "ig_steps": params.ig_steps, "samples": params.shap_samples, "maps_per_s": round(rate, 2)}))  # fmt: skip
+                              "ig_steps": params.ig_steps, "shap_samples": params.shap_samples,
+                              "noise_samples": params.noise_samples, "maps_per_s": round(rate, 2)}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -37,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
             explanations = []
             for checkpoint in trained_checkpoints(args.models):
                 net = load_module(checkpoint).net.to(device)
-                explanations += explain_study(net, data, [a for a in wanted if a in net.attributes], params.explain)
+                predicted = [a for a in wanted if a in net.attributes]
+                if predicted:
+                    explanations += explain_study(net, data, predicted, params.explain)
+            if not explanations:
+                raise ConfigError(
+                    f"{args.params}: explain.attributes: no checkpoint under {args.models} predicts any of "
+                    f"{list(wanted)}"
+                )
             outputs = write_explain_outputs(data, explanations, args.out)
             run.log_metrics(outputs.flat_metrics)
             for explanation in explanations:
@@ -49,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for method, scores in outputs.scores["mean"].items():
         print(
-            f"{method:>22}: {scores['maps_per_s']:.1f} maps/s, deletion AUC {scores['deletion_auc']}, insertion AUC "
-            f"{scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
+            f"{method:>22}: {outputs.maps_per_s[method]:.1f} maps/s, deletion AUC {scores['deletion_auc']}, "
+            f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
             + (f", mass accuracy {scores['mass_accuracy']}" if "mass_accuracy" in scores else "")
         )
     return 0

@@ -12,8 +12,8 @@ from facetraits.errors import ConfigError
 from facetraits.explain.maps import image_batch
 from facetraits.explain.methods import build_method
 from facetraits.explain.methods.base import baseline_images, gradcam_layer
-from facetraits.models.components.backbones import build_backbone
-from facetraits.models.components.heads import build_heads
+from facetraits.models.components.backbones import Backbone, build_backbone
+from facetraits.models.components.heads import LinearHeads, build_heads
 from facetraits.models.components.net import FaceTraitsNet
 from tests.explain.conftest import SIZE, mouth_only_net
 
@@ -77,3 +77,46 @@ def test_baselines_remove_detail_but_keep_each_face_colour() -> None:
     assert blurred.shape == images.shape
     assert blurred.std() < 0.5 * images.std()
     assert torch.allclose(blurred.mean(dim=(2, 3)), images.mean(dim=(2, 3)), atol=0.03)
+
+
+def linear_net() -> FaceTraitsNet:
+    """Conv -> global mean -> linear, no non-linearity: every gradient is the same constant."""
+    torch.manual_seed(4)
+    block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    backbone = Backbone([block], nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4, block[0])
+    return FaceTraitsNet(backbone, LinearHeads(4, 1, 0.0), torch.zeros(1), torch.ones(1), ("happy",), SIZE).eval()
+
+
+def test_without_noise_gradient_shap_is_integrated_gradients_from_each_face_own_reference(faces) -> None:
+    """On a linear model both are exactly gradient x (face - reference); a reference borrowed from another face
+    in the batch (captum's GradientShap with the batch's baselines) would break the equality."""
+    net, images = linear_net(), image_batch(faces.images, range(5), torch.device("cpu"))
+    params = ExplainParams(noise_stdev=0.0, shap_samples=3, noise_samples=3, ig_steps=4)
+    shap = build_method("gradient_shap", net, params).maps(images, 0)
+    torch.testing.assert_close(shap, build_method("integrated_gradients", net, params).maps(images, 0))
+    smoothgrad = build_method("smoothgrad", net, params).maps(images, 0)
+    torch.testing.assert_close(smoothgrad, build_method("saliency", net, params).maps(images, 0))
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "gradient_shap", "smoothgrad"])
+def test_many_pass_methods_send_at_most_batch_size_images_through_the_model(method: str, faces, mouth_region) -> None:
+    net = mouth_only_net(mouth_region)
+    params = ExplainParams(ig_steps=6, shap_samples=4, noise_samples=4, batch_size=5)
+    seen: list[int] = []
+    hook = net.backbone.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    build_method(method, net, params).maps(image_batch(faces.images, range(4), torch.device("cpu")), 0)
+    hook.remove()
+    assert max(seen) <= 5 and sum(seen) >= 4 * 4, f"{method}: passes of {seen} images"
+
+
+@pytest.mark.parametrize("method", ["gradient_shap", "smoothgrad"])
+def test_sampled_maps_depend_on_the_face_key_not_its_batch_or_global_generators(method, faces, mouth_region) -> None:
+    net = mouth_only_net(mouth_region)
+    images = image_batch(faces.images, range(4), torch.device("cpu"))
+    attribution = build_method(method, net, ExplainParams(shap_samples=2, noise_samples=2))
+    together = attribution.maps(images, 0, [10, 11, 12, 13])
+    torch.manual_seed(99)
+    np.random.seed(99)
+    alone = torch.cat([attribution.maps(images[i : i + 1], 0, [10 + i]) for i in range(4)])
+    torch.testing.assert_close(alone, together)
+    assert not torch.equal(attribution.maps(images, 0, [20, 21, 22, 23]), together), "other keys, other samples"

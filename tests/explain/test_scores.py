@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from facetraits.explain.maps import image_batch
 from facetraits.explain.methods.base import baseline_images
-from facetraits.explain.scores.faithfulness import perturbation_curves
+from facetraits.explain.scores.faithfulness import _step_masks, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
-from facetraits.explain.scores.sanity import map_rank_correlation, randomized_copy
+from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
 from tests.explain.conftest import mouth_only_net
 from tests.explain.test_methods import vgg_net
 
@@ -32,7 +34,8 @@ def test_negative_relevance_does_not_count_as_mass() -> None:
 
 def _curves(net, images, maps):
     references = baseline_images(images, "blur", 0.1)
-    return perturbation_curves(net, images, maps, references, target=0, steps=8, batch_size=16)
+    keys = range(len(images))
+    return perturbation_curves(net, images, maps, references, target=0, steps=8, batch_size=16, keys=keys, seed=0)
 
 
 def test_deleting_what_the_model_sees_first_ends_its_prediction_first(faces, mouth_region) -> None:
@@ -75,3 +78,75 @@ def test_rank_correlation_of_maps() -> None:
     np.testing.assert_allclose(map_rank_correlation(maps, -maps), -1.0)
     assert abs(map_rank_correlation(maps, rng.random((3, 8, 8))).mean()) < 0.2
     assert np.isnan(map_rank_correlation(maps[:1], np.zeros((1, 8, 8)))[0])
+
+
+def _rank_accuracy_over_tie_breaks(relevance: np.ndarray, mask: np.ndarray) -> float:
+    """Reference: the stable-sort rank accuracy averaged over every order of the pixels (every tie-break)."""
+    flat, inside, size = relevance.ravel(), mask.ravel(), int(mask.sum())
+    accuracies = []
+    for order in itertools.permutations(range(flat.size)):
+        permuted = np.asarray(order)
+        top = permuted[np.argsort(-flat[permuted], kind="stable")][:size]
+        accuracies.append(inside[top].mean())
+    return float(np.mean(accuracies))
+
+
+def test_rank_accuracy_shares_tied_slots_as_random_tie_breaking_would() -> None:
+    plateau = np.array([[[5.0, 1.0, 1.0], [1.0, 0.0, 0.0]]])  # K = 3: the 5, then 2 of the three tied 1s
+    mask = np.array([[[True, False, True], [False, False, True]]])
+    np.testing.assert_allclose(relevance_rank_accuracy(plateau, mask), [(1 + 2 * (1 / 3)) / 3])
+    np.testing.assert_allclose(relevance_rank_accuracy(plateau, mask), [_rank_accuracy_over_tie_breaks(plateau, mask)])
+    zeros = np.array([[[0.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])  # a ReLU'd map: one hot pixel on a zero plateau
+    top_left = np.array([[[True, False, False], [False, False, True]]])
+    expected = _rank_accuracy_over_tie_breaks(zeros, top_left)
+    np.testing.assert_allclose(expected, (1 + 1 / 5) / 2)
+    np.testing.assert_allclose(relevance_rank_accuracy(zeros, top_left), [expected])  # a stable sort says 1.0
+    assert np.isnan(relevance_rank_accuracy(np.full((1, 2, 3), 0.7), mask)[0]), "a constant map ranks nothing"
+
+
+def test_deletion_order_breaks_ties_at_random_from_the_seed() -> None:
+    maps = torch.zeros(2, 16, 16)
+    maps[:, 15, 15] = 1.0  # one relevant pixel in the bottom-right corner, the rest tied
+    masks = _step_masks(maps, steps=4, keys=[3, 4], seed=0)
+    assert masks[:, 1, 255].all(), "strictly higher relevance always goes first"
+    first_quarter = masks[:, 1].view(2, 16, 16)
+    rows = first_quarter.nonzero()[:, 1].double()
+    assert 4 < rows.mean() < 11, "tied pixels are not taken top rows first"
+    assert not torch.equal(first_quarter[0], first_quarter[1]), "each face draws its own order"
+    assert torch.equal(masks, _step_masks(maps, steps=4, keys=[3, 4], seed=0))
+    assert torch.equal(masks[1:], _step_masks(maps[1:], steps=4, keys=[4], seed=0)), "per face, not per batch"
+    assert not torch.equal(masks, _step_masks(maps, steps=4, keys=[3, 4], seed=1))
+
+
+def test_perturbed_images_go_through_the_model_batch_size_at_a_time(faces, mouth_region) -> None:
+    net = mouth_only_net(mouth_region)
+    images = image_batch(faces.images, range(3), torch.device("cpu"))
+    maps = torch.rand(3, *mouth_region.shape, generator=torch.Generator().manual_seed(0))
+    whole = _curves(net, images, maps)  # batch_size 16: more than all 3 x 9 perturbed images of each curve
+    seen: list[int] = []
+    hook = net.backbone.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    batched = perturbation_curves(
+        net, images, maps, baseline_images(images, "blur", 0.1), target=0, steps=8, batch_size=5, keys=range(3), seed=0
+    )
+    hook.remove()
+    assert max(seen) == 5 and sum(seen) == 2 * 3 * 9, "deletion and insertion: 3 faces x 9 steps, 5 at a time"
+    np.testing.assert_allclose(batched.deletion, whole.deletion, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batched.insertion, whole.insertion, rtol=1e-5, atol=1e-6)
+
+
+def test_rank_correlation_ignores_pixels_zero_in_both_maps() -> None:
+    rng = np.random.default_rng(1)
+    trained = np.zeros((2, 16, 16))
+    trained[:, 6:10, 6:10] = rng.random((2, 4, 4)) + 0.1  # a window on an empty background
+    reversed_inside = np.where(trained > 0, 2.0 - trained, 0.0)  # inside the window, the opposite ranking
+    np.testing.assert_allclose(map_rank_correlation(trained, reversed_inside), -1.0)
+    np.testing.assert_allclose(maps_changed(trained, reversed_inside, 0.5), 1.0)
+    np.testing.assert_allclose(maps_changed(trained, trained * 3, 0.5), 0.0)
+
+
+def test_a_randomized_map_flattened_to_zero_counts_as_changed() -> None:
+    trained = np.random.default_rng(2).random((3, 8, 8))
+    trained[2] = 0.0  # a trained map that ranks nothing: undefined
+    randomized = np.zeros_like(trained)
+    assert np.isnan(map_rank_correlation(trained, randomized)).all()
+    np.testing.assert_array_equal(maps_changed(trained, randomized, 0.5), [1.0, 1.0, np.nan])

@@ -44,13 +44,6 @@ def heatmap_gallery(
     return figure
 
 
-def mean_heatmap(heatmaps: np.ndarray) -> np.ndarray:
-    """Average of maps each scaled to unit sum, so every face weighs the same whatever its map's scale."""
-    totals = heatmaps.reshape(len(heatmaps), -1).sum(axis=1)
-    scaled = heatmaps / np.where(totals > 0, totals, 1.0)[:, None, None]
-    return scaled.mean(axis=0)
-
-
 def mean_heatmap_grid(mean_face: np.ndarray, means: Mapping[str, Mapping[str, np.ndarray]], title: str) -> Figure:
     """Rows = attributes, columns = methods: each mean map over the mean face (faces are aligned)."""
     attributes = list(means)

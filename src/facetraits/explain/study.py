@@ -1,9 +1,9 @@
-"""Every attribute x method of a trained model: maps for chosen test faces and their scores."""
+"""Every attribute x method of a trained model: mean maps streamed over test faces, kept maps of a few, and scores."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,50 +14,60 @@ from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
 from facetraits.data.synthetic import relevance_mask
 from facetraits.errors import ConfigError, DataError
-from facetraits.explain.maps import attribution_maps, image_batch
+from facetraits.explain.maps import RunningMean, attribution_maps, image_batch, map_batches, unit_sum
 from facetraits.explain.methods import build_method
 from facetraits.explain.methods.base import baseline_images
-from facetraits.explain.scores.faithfulness import perturbation_curves
+from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
-from facetraits.explain.scores.sanity import map_rank_correlation, randomized_copy
+from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.training import predict_images
 
-ROLES = ("highest", "lowest", "random")
+MaskReader = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), H, W) bool masks of one attribute
 
 
 @dataclass(frozen=True)
 class FaceSelection:
-    """Test faces to explain: `rows` into the prepared data, and which of them serve which purpose."""
+    """Test faces to explain, as rows into the prepared data.
 
-    rows: np.ndarray
-    predicted: np.ndarray
+    Maps are kept only for `rows` (gallery and scored faces); the mean map and the ground-truth scores
+    stream over `mean_rows`, which can be the whole test split.
+    """
+
+    rows: np.ndarray  # faces whose maps are kept, in row order
+    predicted: np.ndarray  # at rows
     gallery: np.ndarray  # positions into rows, ordered highest, lowest, random
     gallery_roles: tuple[str, ...]
-    mean: np.ndarray  # positions into rows averaged for the mean map and scored against ground truth
     scored: np.ndarray  # positions into rows for deletion/insertion and the randomization check
+    mean_rows: np.ndarray  # faces averaged into the mean map and scored against ground truth, in row order
+
+    @property
+    def mapped(self) -> np.ndarray:
+        """Every face a method maps: the mean faces and the kept ones, in row order."""
+        return np.union1d(self.mean_rows, self.rows)
 
 
 def select_faces(test_rows: np.ndarray, predicted: np.ndarray, params: ExplainParams) -> FaceSelection:
-    """Extremes show what drives high and low impressions; a seeded random sample shows the typical face."""
-    gallery_faces, mean_faces, score_faces = params.gallery_faces, params.mean_faces, params.score_faces
+    """Extremes show what drives high and low impressions; a seeded random sample shows the typical face.
+
+    The mean sample and the scored faces are drawn first, from the seed and the number of test faces
+    only, so every attribute is averaged and scored over the same faces.
+    """
     rng = np.random.default_rng(params.seed)
+    count = len(test_rows)
+    mean = np.arange(count) if params.mean_faces is None else np.sort(rng.permutation(count)[: params.mean_faces])
+    scored = np.sort(rng.choice(mean, size=min(params.score_faces, len(mean)), replace=False))
     order = np.argsort(-predicted, kind="stable")
-    k = min(gallery_faces, len(test_rows) // 3)
+    k = min(params.gallery_faces, count // 3)
     highest, lowest = order[:k], order[::-1][:k]
-    rest = np.setdiff1d(np.arange(len(test_rows)), np.concatenate([highest, lowest]))
+    rest = np.setdiff1d(np.arange(count), np.concatenate([highest, lowest]))
     random = np.sort(rng.choice(rest, size=min(k, len(rest)), replace=False))
-    sample = np.arange(len(test_rows)) if mean_faces is None else rng.permutation(len(test_rows))[:mean_faces]
-    sample = np.sort(sample)
-    chosen = np.unique(np.concatenate([highest, lowest, random, sample]))
-    position = {int(face): p for p, face in enumerate(chosen)}
-    gallery = [position[int(face)] for face in (*highest, *lowest, *random)]
+    kept = np.unique(np.concatenate([highest, lowest, random, scored]))
+    gallery = np.searchsorted(kept, np.concatenate([highest, lowest, random]))
     roles = ("highest",) * len(highest) + ("lowest",) * len(lowest) + ("random",) * len(random)
-    mean = np.asarray([position[int(face)] for face in sample])
-    scored = mean[np.sort(rng.permutation(len(mean))[:score_faces])]
     return FaceSelection(
-        rows=test_rows[chosen], predicted=predicted[chosen], gallery=np.asarray(gallery), gallery_roles=roles,
-        mean=mean, scored=scored,
+        rows=test_rows[kept], predicted=predicted[kept], gallery=gallery, gallery_roles=roles,
+        scored=np.searchsorted(kept, scored), mean_rows=test_rows[mean],
     )  # fmt: skip
 
 
@@ -67,7 +77,9 @@ class MethodMaps:
 
     attribute: str
     method: str
-    maps: np.ndarray  # (len(selection.rows), H, W)
+    maps: np.ndarray  # (len(selection.rows), H, W): the kept faces
+    mean_map: np.ndarray  # (H, W): mean of unit-sum maps over selection.mean_rows
+    maps_per_s: float  # MLflow only: a timing in the DVC metrics would differ on every run
     scores: dict[str, float] = field(default_factory=dict)
 
 
@@ -88,13 +100,66 @@ def mean_defined(values: np.ndarray) -> float:
 def _curve_scores(
     net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, maps: np.ndarray, target: int, params: ExplainParams
 ) -> dict[str, float]:
+    """Deletion / insertion over `rows`, `batch_size` faces at a time."""
     device = next(net.parameters()).device
-    images = image_batch(data.images, rows, device)
-    curves = perturbation_curves(
-        net, images, torch.from_numpy(maps).to(device), baseline_images(images, params.baseline, params.blur_sigma),
-        target, params.curve_steps, params.batch_size,
-    )  # fmt: skip
+    parts = []
+    for begin in range(0, len(rows), params.batch_size):
+        chunk = rows[begin : begin + params.batch_size]
+        images = image_batch(data.images, chunk, device)
+        parts.append(perturbation_curves(
+            net, images, torch.from_numpy(maps[begin : begin + params.batch_size]).to(device),
+            baseline_images(images, params.baseline, params.blur_sigma), target, params.curve_steps,
+            params.batch_size, chunk.tolist(), params.seed,
+        ))  # fmt: skip
+    curves = PerturbationCurves.concatenate(parts)
     return {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": curves.used}
+
+
+def _mask_reader(data: PreparedData, attribute: str) -> MaskReader | None:
+    """Ground-truth masks read row by row from the memory map; None for data without masks (real faces)."""
+    region_bits = data.masks()
+    if region_bits is None:
+        return None
+    return lambda rows: relevance_mask(np.asarray(region_bits[rows]), attribute)
+
+
+def _explain_method(
+    name: str,
+    net: FaceTraitsNet,
+    randomized: FaceTraitsNet,
+    data: PreparedData,
+    attribute: str,
+    selection: FaceSelection,
+    masks: MaskReader | None,
+    params: ExplainParams,
+    progress: tqdm | None,
+) -> MethodMaps:
+    """One pass over the mapped faces: the mean map and ground-truth scores accumulate, kept maps are stored."""
+    target = net.attributes.index(attribute)
+    kept = np.zeros((len(selection.rows), *data.images.shape[1:3]), dtype=np.float32)
+    mean_map, mass, rank = RunningMean(), RunningMean(), RunningMean()
+    method, mapped = build_method(name, net, params), selection.mapped
+    started = time.perf_counter()
+    for rows, maps in map_batches(method, data.images, mapped, target, params.batch_size, progress):
+        keep = np.isin(rows, selection.rows)
+        kept[np.searchsorted(selection.rows, rows[keep])] = maps[keep]
+        averaged = np.isin(rows, selection.mean_rows)
+        mean_map.add(unit_sum(maps[averaged]))
+        if masks is not None:
+            truth = masks(rows[averaged])
+            mass.add(relevance_mass_accuracy(maps[averaged], truth))
+            rank.add(relevance_rank_accuracy(maps[averaged], truth))
+    maps_per_s = len(mapped) / (time.perf_counter() - started)
+    scored_rows, scored_maps = selection.rows[selection.scored], kept[selection.scored]
+    scores = _curve_scores(net, data, scored_rows, scored_maps, target, params)
+    randomized_maps = attribution_maps(
+        build_method(name, randomized, params), data.images, scored_rows, target, params.batch_size, progress
+    )
+    scores["randomization_rank_corr"] = mean_defined(map_rank_correlation(scored_maps, randomized_maps))
+    scores["randomization_passed"] = mean_defined(maps_changed(scored_maps, randomized_maps, params.sanity_threshold))
+    if masks is not None:
+        scores["mass_accuracy"], scores["rank_accuracy"] = float(mass.mean()), float(rank.mean())
+    return MethodMaps(attribute, name, kept, np.asarray(mean_map.mean()), maps_per_s, scores)
 
 
 def explain_attribute(
@@ -107,36 +172,26 @@ def explain_attribute(
     progress: tqdm | None = None,
 ) -> AttributeExplanation:
     target = net.attributes.index(attribute)
-    all_masks = data.masks()
-    masks = None if all_masks is None else relevance_mask(np.asarray(all_masks[selection.rows]), attribute)
+    masks = _mask_reader(data, attribute)
     scored_rows = selection.rows[selection.scored]
     noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
     reference = {f"random_{k}": v for k, v in _curve_scores(net, data, scored_rows, noise, target, params).items()}
     if masks is not None:
-        reference["mask_area_fraction"] = float(np.mean(mask_area_fraction(masks[selection.mean])))
-    results = []
-    for name in params.methods:
-        started = time.perf_counter()
-        maps = attribution_maps(
-            build_method(name, net, params), data.images, selection.rows, target, params.batch_size, progress
-        )
-        seconds = time.perf_counter() - started
-        scores: dict[str, float] = {"maps_per_s": len(selection.rows) / seconds}
-        scores.update(_curve_scores(net, data, scored_rows, maps[selection.scored], target, params))
-        randomized_maps = attribution_maps(
-            build_method(name, randomized, params), data.images, scored_rows, target, params.batch_size, progress
-        )
-        correlation = mean_defined(map_rank_correlation(maps[selection.scored], randomized_maps))
-        scores["randomization_rank_corr"] = correlation
-        scores["randomization_passed"] = (
-            float(correlation < params.sanity_threshold) if np.isfinite(correlation) else np.nan
-        )
-        if masks is not None:
-            mean_maps, mean_masks = maps[selection.mean], masks[selection.mean]
-            scores["mass_accuracy"] = mean_defined(relevance_mass_accuracy(mean_maps, mean_masks))
-            scores["rank_accuracy"] = mean_defined(relevance_rank_accuracy(mean_maps, mean_masks))
-        results.append(MethodMaps(attribute, name, maps, scores))
+        area = RunningMean()
+        for begin in range(0, len(selection.mean_rows), params.batch_size):
+            area.add(mask_area_fraction(masks(selection.mean_rows[begin : begin + params.batch_size])))
+        reference["mask_area_fraction"] = float(area.mean())
+    results = [
+        _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress)
+        for name in params.methods
+    ]
     return AttributeExplanation(attribute, selection, results, reference)
+
+
+def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, batch_size: int) -> np.ndarray:
+    """(len(rows), A) predicted ratings, read from the memory map one batch at a time."""
+    starts = range(0, len(rows), batch_size)
+    return np.concatenate([predict_images(net, data.images[rows[i : i + batch_size]], batch_size) for i in starts])
 
 
 def explain_study(
@@ -149,13 +204,13 @@ def explain_study(
     test_rows = data.indices("test")
     if len(test_rows) < 3:
         raise DataError(f"{data.root}: {len(test_rows)} test faces; explaining needs at least 3")
-    predicted = predict_images(net, data.images[test_rows], params.batch_size)
+    predicted = _test_predictions(net, data, test_rows, params.batch_size)
     selections = {
         attribute: select_faces(test_rows, predicted[:, net.attributes.index(attribute)], params)
         for attribute in attributes
     }
     randomized = randomized_copy(net, params.randomize_blocks, params.seed)
-    total = len(params.methods) * sum(len(s.rows) + len(s.scored) for s in selections.values())
+    total = len(params.methods) * sum(len(s.mapped) + len(s.scored) for s in selections.values())
     with tqdm(total=total, desc="explain", unit="map", disable=not show_progress) as progress:
         return [
             explain_attribute(net, randomized, data, attribute, selections[attribute], params, progress)

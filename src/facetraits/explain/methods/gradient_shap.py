@@ -1,27 +1,31 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from captum.attr import GradientShap as CaptumGradientShap
 
-from facetraits.explain.methods.base import AttributionMethod, Baseline
-from facetraits.models.components.net import FaceTraitsNet
+from facetraits.explain.methods.base import SampledAttributionMethod
 
 
-class GradientShap(AttributionMethod):
-    """GradientSHAP (Lundberg & Lee 2017): expected gradients over noisy points between references and the face.
+class GradientShap(SampledAttributionMethod):
+    """GradientSHAP (Lundberg & Lee 2017): expected gradients on random points between a reference and the face.
 
-    The reference distribution is the batch's baseline images (blurred or mean-colour faces), so
-    every face is explained against references like itself rather than against other identities.
+    As in captum's GradientShap: per sample, the face plus Gaussian noise (`stdev`), a point at a uniform
+    random position on the line from the reference to it, and gradient x (noisy face - reference). The
+    reference distribution is each face's own `explain.baseline` image (its blur or its mean colour):
+    every face is explained against the absence of its own detail, never against another identity,
+    and the spread of the distribution comes from the input noise and the random path positions.
     """
 
     name = "gradient_shap"
 
-    def __init__(self, net: FaceTraitsNet, baseline: Baseline, blur_sigma: float, samples: int, stdev: float) -> None:
-        super().__init__(net, baseline, blur_sigma)
-        self.samples = samples
-        self.stdev = stdev
-
-    def attribute(self, images: torch.Tensor, target: int) -> torch.Tensor:
-        return CaptumGradientShap(self.net).attribute(
-            images, baselines=self.references(images.detach()), n_samples=self.samples, stdevs=self.stdev, target=target
+    def attribute(self, images: torch.Tensor, target: int, keys: Sequence[int]) -> torch.Tensor:
+        generators = self.generators(keys, images.device)
+        noisy = self.noisy(images, generators)
+        positions = torch.stack(
+            [torch.rand(self.samples, generator=g, device=images.device, dtype=images.dtype) for g in generators]
         )
+        references = self.references(images.detach()).unsqueeze(1)
+        points = references + positions.view(*positions.shape, 1, 1, 1) * (noisy - references)
+        gradients = self.gradients(points.flatten(0, 1), target).view_as(noisy)
+        return (gradients * (noisy - references)).mean(dim=1)

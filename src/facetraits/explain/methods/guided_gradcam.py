@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from captum.attr import GuidedGradCam as CaptumGuidedGradCam
 
@@ -7,9 +9,9 @@ from facetraits.explain.methods.base import LayerAttributionMethod
 
 
 class GuidedGradCam(LayerAttributionMethod):
-    """Grad-CAM times guided backprop: attribute-specific and pixel-sharp (needs out-of-place ReLUs)."""
+    """Grad-CAM times guided backprop: attribute-specific and pixel-sharp (needs out-of-place ReLU modules)."""
 
     name = "guided_gradcam"
 
-    def attribute(self, images: torch.Tensor, target: int) -> torch.Tensor:
+    def attribute(self, images: torch.Tensor, target: int, keys: Sequence[int]) -> torch.Tensor:
         return CaptumGuidedGradCam(self.net, self.layer).attribute(images, target=target, interpolate_mode="bilinear")

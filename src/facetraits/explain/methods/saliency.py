@@ -1,11 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-from captum.attr import NoiseTunnel
 from captum.attr import Saliency as CaptumSaliency
 
-from facetraits.explain.methods.base import AttributionMethod, Baseline
-from facetraits.models.components.net import FaceTraitsNet
+from facetraits.explain.methods.base import AttributionMethod, SampledAttributionMethod
 
 
 class Saliency(AttributionMethod):
@@ -13,21 +13,16 @@ class Saliency(AttributionMethod):
 
     name = "saliency"
 
-    def attribute(self, images: torch.Tensor, target: int) -> torch.Tensor:
+    def attribute(self, images: torch.Tensor, target: int, keys: Sequence[int]) -> torch.Tensor:
         return CaptumSaliency(self.net).attribute(images, target=target, abs=True)
 
 
-class SmoothGrad(AttributionMethod):
-    """Saliency averaged over noisy copies of the face (SmoothGrad, via captum's NoiseTunnel)."""
+class SmoothGrad(SampledAttributionMethod):
+    """Absolute input gradients averaged over noisy copies of the face (Smilkov et al. 2017; captum's
+    NoiseTunnel smoothgrad over Saliency, with each face's noise from its own stream)."""
 
     name = "smoothgrad"
 
-    def __init__(self, net: FaceTraitsNet, baseline: Baseline, blur_sigma: float, samples: int, stdev: float) -> None:
-        super().__init__(net, baseline, blur_sigma)
-        self.samples = samples
-        self.stdev = stdev
-
-    def attribute(self, images: torch.Tensor, target: int) -> torch.Tensor:
-        return NoiseTunnel(CaptumSaliency(self.net)).attribute(
-            images, nt_type="smoothgrad", nt_samples=self.samples, stdevs=self.stdev, target=target, abs=True
-        )
+    def attribute(self, images: torch.Tensor, target: int, keys: Sequence[int]) -> torch.Tensor:
+        noisy = self.noisy(images, self.generators(keys, images.device))
+        return self.gradients(noisy.flatten(0, 1), target).view_as(noisy).abs().mean(dim=1)

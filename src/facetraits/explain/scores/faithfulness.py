@@ -11,11 +11,13 @@ from their reference's (gap below `min_gap` standardized units) say nothing and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from facetraits.explain.randomness import face_generator
 from facetraits.models.components.net import FaceTraitsNet
 
 
@@ -34,6 +36,13 @@ class PerturbationCurves:
     def insertion_auc(self) -> float:
         return _mean_auc(self.insertion)
 
+    @staticmethod
+    def concatenate(parts: Sequence[PerturbationCurves]) -> PerturbationCurves:
+        """The curves of faces scored batch by batch, as one set."""
+        return PerturbationCurves(
+            np.concatenate([p.deletion for p in parts]), np.concatenate([p.insertion for p in parts])
+        )
+
 
 def _mean_auc(curves: np.ndarray) -> float:
     finite = curves[np.isfinite(curves[:, 0])]
@@ -43,14 +52,38 @@ def _mean_auc(curves: np.ndarray) -> float:
     return float(np.mean(np.trapezoid(finite, x, axis=1)))
 
 
-def _step_masks(maps: torch.Tensor, steps: int) -> torch.Tensor:
-    """(faces, steps + 1, H*W) bool: the first k/steps of pixels in descending relevance, k = 0..steps."""
+def _step_masks(maps: torch.Tensor, steps: int, keys: Sequence[int], seed: int) -> torch.Tensor:
+    """(faces, steps + 1, H*W) bool: the first k/steps of pixels in descending relevance, k = 0..steps.
+
+    Tied pixels (the zero plateau of a ReLU'd Grad-CAM map) are taken in a random order drawn from each
+    face's own seeded stream, not top-left first, which would favour whatever lies at the top of a face.
+    """
     faces, pixels = maps.shape[0], maps[0].numel()
-    order = torch.argsort(maps.reshape(faces, -1), dim=1, descending=True, stable=True)
+    shuffle = torch.stack(
+        [torch.randperm(pixels, generator=face_generator(seed, int(k), maps.device), device=maps.device) for k in keys]
+    )
+    shuffled = maps.reshape(faces, -1).gather(1, shuffle)
+    order = shuffle.gather(1, torch.argsort(shuffled, dim=1, descending=True, stable=True))
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(pixels, device=maps.device).expand(faces, -1))
     counts = torch.round(torch.linspace(0, pixels, steps + 1, device=maps.device)).long()
     return rank.unsqueeze(1) < counts.view(1, -1, 1)
+
+
+def _step_predictions(
+    net: FaceTraitsNet, chosen: torch.Tensor, where_chosen: torch.Tensor, elsewhere: torch.Tensor, target: int,
+    batch_size: int,
+) -> np.ndarray:  # fmt: skip
+    """(faces, steps + 1) standardized predictions; perturbed images are built `batch_size` at a time."""
+    faces, count = chosen.shape[:2]
+    height, width = where_chosen.shape[-2:]
+    predictions = []
+    for index in torch.arange(faces * count, device=chosen.device).split(batch_size):
+        face, step = index // count, index % count
+        mask = chosen[face, step].view(len(index), 1, height, width)
+        images = torch.where(mask, where_chosen[face], elsewhere[face])
+        predictions.append(net.standardized(images)[:, target])
+    return torch.cat(predictions).view(faces, count).double().cpu().numpy()
 
 
 @torch.no_grad()
@@ -62,25 +95,17 @@ def perturbation_curves(
     target: int,
     steps: int,
     batch_size: int,
+    keys: Sequence[int],
+    seed: int,
     min_gap: float = 0.05,
 ) -> PerturbationCurves:
-    """images and references (B, 3, H, W) in [0, 1], maps (B, H, W); one forward pass per face and step."""
-    selected = _step_masks(maps, steps)  # (B, steps+1, HW)
-    faces, _, height, width = images.shape
-    chosen = selected.view(faces, steps + 1, 1, height, width)
-    face = images.unsqueeze(1)
-    reference = references.unsqueeze(1)
-    deleted = torch.where(chosen, reference, face).reshape(-1, 3, height, width)
-    inserted = torch.where(chosen, face, reference).reshape(-1, 3, height, width)
-    scores = [
-        torch.cat([net.standardized(batch[i : i + batch_size])[:, target] for i in range(0, len(batch), batch_size)])
-        .view(faces, steps + 1)
-        .double()
-        .cpu()
-        .numpy()
-        for batch in (deleted, inserted)
-    ]
-    deletion, insertion = scores
+    """images and references (B, 3, H, W) in [0, 1], maps (B, H, W); one forward pass per face and step.
+
+    `keys` (the faces' rows) and `seed` draw the order of tied pixels.
+    """
+    chosen = _step_masks(maps, steps, keys, seed)
+    deletion = _step_predictions(net, chosen, references, images, target, batch_size)
+    insertion = _step_predictions(net, chosen, images, references, target, batch_size)
     start, end = deletion[:, 0], deletion[:, -1]  # the face itself; the reference
     gap = start - end
     usable = np.abs(gap) >= min_gap

@@ -14,15 +14,23 @@ def relevance_mass_accuracy(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def relevance_rank_accuracy(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Share of the K highest-relevance pixels that lie inside the mask, K being the mask's size."""
+    """Share of the K highest-relevance pixels that lie inside the mask, K being the mask's size.
+
+    Pixels above the K-th highest value count fully; those tied with it (a ReLU'd map's zero plateau)
+    share the remaining slots in proportion to how many of them are masked: the exact expectation under
+    random tie-breaking, where a stable sort would read the plateau top-left first. NaN for a constant
+    map (it ranks nothing) or an empty mask.
+    """
     flat_maps = maps.reshape(len(maps), -1)
     flat_masks = masks.reshape(len(masks), -1).astype(bool)
     accuracy = np.full(len(maps), np.nan)
     for face, (relevance, mask) in enumerate(zip(flat_maps, flat_masks, strict=True)):
         size = int(mask.sum())
-        if size:
-            top = np.argsort(-relevance, kind="stable")[:size]
-            accuracy[face] = mask[top].mean()
+        if size and relevance.min() < relevance.max():
+            kth = np.partition(relevance, -size)[-size]
+            above, tied = relevance > kth, relevance == kth
+            slots = size - int(above.sum())
+            accuracy[face] = (mask[above].sum() + slots * mask[tied].mean()) / size
     return accuracy
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -28,11 +29,44 @@ def randomized_copy(net: FaceTraitsNet, top_blocks: int, seed: int) -> FaceTrait
     return clone
 
 
+def _pairs_on_support(first: np.ndarray, second: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per face, both flat maps at the pixels non-zero in either: pixels zero in both (the empty background
+    of ReLU'd maps) tie in both rankings and would make maps that share nothing else look alike."""
+    for a, b in zip(first.reshape(len(first), -1), second.reshape(len(second), -1), strict=True):
+        support = (a != 0) | (b != 0)
+        yield a[support], b[support]
+
+
+def _constant(values: np.ndarray) -> bool:
+    return not len(values) or values.min() == values.max()
+
+
+def _rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    if _constant(first) or _constant(second):
+        return float("nan")
+    a, b = rankdata(first), rankdata(second)
+    a -= a.mean()
+    b -= b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
 def map_rank_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Spearman correlation between paired maps, one value per face (NaN when a map is constant)."""
-    a = rankdata(first.reshape(len(first), -1), axis=1)
-    b = rankdata(second.reshape(len(second), -1), axis=1)
-    a -= a.mean(axis=1, keepdims=True)
-    b -= b.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-    return np.divide((a * b).sum(axis=1), denominator, out=np.full(len(a), np.nan), where=denominator > 0)
+    """Spearman correlation between paired maps, one value per face, over pixels non-zero in either map.
+
+    NaN when either map is constant on those pixels.
+    """
+    return np.array([_rank_correlation(a, b) for a, b in _pairs_on_support(first, second)], dtype=np.float64)
+
+
+def maps_changed(trained: np.ndarray, randomized: np.ndarray, threshold: float) -> np.ndarray:
+    """Per face: 1 where randomizing the model destroyed the map's ranking, 0 where it survived, NaN where
+    the trained map is constant (it ranks nothing that could be lost).
+
+    Destroyed: a rank correlation below `threshold`, or a randomized map that is constant (e.g. all zero)
+    where the trained one is not: a map the weights can flatten depends on them.
+    """
+    changed = [
+        np.nan if _constant(a) else 1.0 if _constant(b) else float(_rank_correlation(a, b) < threshold)
+        for a, b in _pairs_on_support(trained, randomized)
+    ]
+    return np.array(changed, dtype=np.float64)

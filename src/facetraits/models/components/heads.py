@@ -21,7 +21,11 @@ class LinearHeads(nn.Module):
 
 
 class MLPHeads(nn.Module):
-    """An independent two-layer MLP per attribute, computed for all attributes in one batched einsum."""
+    """An independent two-layer MLP per attribute, computed for all attributes in one batched einsum.
+
+    The ReLU is a module, not torch.relu: guided backprop (captum) rewrites the gradient of ReLU modules
+    only. It has no parameters, so the state dict (and every saved checkpoint) is unchanged.
+    """
 
     def __init__(self, feature_dim: int, n_attributes: int, hidden: int, dropout: float) -> None:
         super().__init__()
@@ -30,6 +34,7 @@ class MLPHeads(nn.Module):
         self.out_weight = nn.Parameter(torch.empty(n_attributes, hidden))
         self.out_bias = nn.Parameter(torch.empty(n_attributes))
         self.dropout = nn.Dropout(dropout)
+        self.relu = nn.ReLU()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -43,7 +48,7 @@ class MLPHeads(nn.Module):
             nn.init.uniform_(tensor, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(torch.einsum("bd,adh->bah", self.dropout(features), self.hidden_weight) + self.hidden_bias)
+        hidden = self.relu(torch.einsum("bd,adh->bah", self.dropout(features), self.hidden_weight) + self.hidden_bias)
         return torch.einsum("bah,ah->ba", self.dropout(hidden), self.out_weight) + self.out_bias
 
 
