@@ -10,6 +10,7 @@ from facetraits.baselines.study import run_baselines, write_baseline_outputs
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.files import ready_outputs
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
 
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
+        ready_outputs(args.out)
         data = load_prepared(args.prepared)
         with stage_run(params.tracking, "baselines", flatten_params(params.baselines, prefix="baselines.")) as run:
             run.set_tags({TAG_FINGERPRINT: data.meta["fingerprint"]})

@@ -9,6 +9,7 @@ from pathlib import Path
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import ConfigError, FaceTraitsError
+from facetraits.files import ready_outputs
 from facetraits.explain.outputs import write_explain_outputs
 from facetraits.explain.study import explain_study
 from facetraits.models.evaluation import trained_checkpoints
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
+        ready_outputs(args.out)
         data = load_prepared(args.prepared)
         wanted = data.attributes if params.explain.attributes == "all" else tuple(params.explain.attributes)
         unknown = sorted(set(wanted) - set(data.attributes))

@@ -11,6 +11,7 @@ import numpy as np
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.files import ready_outputs
 from facetraits.manifold.study import SCORED_SPLIT, manifold_study, model_vectors, write_manifold_outputs
 from facetraits.models.evaluation import trained_checkpoints
 from facetraits.models.training import Runtime
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
+        ready_outputs(args.out)
         data = load_prepared(args.prepared)
         checkpoints = trained_checkpoints(args.models)
         device = "cuda" if Runtime.resolve(params.train).accelerator == "gpu" else "cpu"

@@ -10,7 +10,7 @@ from facetraits.config import load_params
 from facetraits.data.prepare import prepare_dataset
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
-from facetraits.files import atomic_write_json
+from facetraits.files import atomic_write_json, ready_outputs
 from facetraits.gallery import sample_gallery
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
+        ready_outputs(args.out, args.summary)
         with stage_run(params.tracking, "prepare", flatten_params(params.data, prefix="data.")) as run:
             report = prepare_dataset(params.data, args.out)
             atomic_write_json(args.summary, report.metrics())

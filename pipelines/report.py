@@ -10,9 +10,11 @@ from pathlib import Path
 from facetraits.config import load_params, variant_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.files import ready_outputs
 from facetraits.report.comparison import MEAN_ROW
 from facetraits.report.study import (
     BACKBONE_LABELS,
+    REPORT_OUTPUTS,
     build_report,
     collect_methods,
     human_reference,
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results
     try:
         params = load_params(args.params)
+        ready_outputs(*(results / name for name in REPORT_OUTPUTS))
         data = load_prepared(args.prepared)
         variant_labels = {
             name: f"{BACKBONE_LABELS[variant_params(params, name).model.backbone]}, {name}" for name in params.variants

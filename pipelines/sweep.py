@@ -9,6 +9,7 @@ from pathlib import Path
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.files import ready_outputs
 from facetraits.sweep.outputs import best_overrides, write_best_params, write_figures, write_trials
 from facetraits.sweep.study import finished_trials, run_sweep, study_name
 from facetraits.sweep.trial_runs import log_trial_run, missing_trial_runs
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         fingerprint = load_prepared(args.prepared).meta["fingerprint"]
-        args.out.mkdir(parents=True, exist_ok=True)
+        ready_outputs(*(args.out / name for name in ("best_params.yaml", "trials.csv", "figures")))
         with stage_run(params.tracking, "sweep", flatten_params(params)) as run:
             run.set_tags({TAG_FINGERPRINT: fingerprint})
             study = None
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "sweep/n_failed": int((table["state"] == "FAIL").sum())})  # fmt: skip
             else:
                 write_trials(None, args.out / "trials.csv")
-                (args.out / "figures").mkdir(exist_ok=True)
+                write_figures(None, args.out / "figures")
             best = best_overrides(study)
             write_best_params(args.out / "best_params.yaml", best)
             run.log_artifact(args.out / "best_params.yaml", "sweep")

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from facetraits.config import load_params, merge_overrides, variant_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.files import ready_outputs
 from facetraits.models.evaluation import log_model, write_train_outputs
 from facetraits.models.face_module import load_module
 from facetraits.models.training import train_study
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.variant is not None:
             params = variant_params(params, args.variant, str(args.params))
         data = load_prepared(args.prepared)
+        if rank_zero:
+            ready_outputs(args.out, args.models)
         stage = "train" if args.variant is None else f"train:{args.variant}"
         logged = flatten_params({"data": params.data, "model": params.model, "train": params.train})
         tracked = stage_run(params.tracking, stage, logged) if rank_zero else nullcontext()

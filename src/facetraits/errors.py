@@ -11,3 +11,7 @@ class ConfigError(FaceTraitsError):
 
 class DataError(FaceTraitsError):
     """A data set file, row, image or rating is missing or invalid."""
+
+
+class OutputError(FaceTraitsError):
+    """An output path cannot be written (e.g. its folder is a file, or the file system is read-only)."""

@@ -16,7 +16,7 @@ from facetraits.baselines.handcrafted import SvrBaselineResult, fit_svr_baseline
 from facetraits.baselines.reliability import split_half_reliability
 from facetraits.config import BaselinesParams
 from facetraits.data.prepared import PreparedData
-from facetraits.files import atomic_path, atomic_write_json
+from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.metrics import split_metrics
 
 NO_RAW_RATINGS = "the data source has no per-rater ratings, so human split-half reliability cannot be estimated"
@@ -96,7 +96,7 @@ def baseline_metrics(data: PreparedData, results: BaselineResults) -> dict[str, 
 
 
 def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir: Path) -> dict[str, Any]:
-    """metrics.json, reliability.csv and the hand-crafted predictions, each written atomically."""
+    """metrics.json, reliability.csv and the hand-crafted predictions: out_dir is replaced whole, or not at all."""
     out_dir = Path(out_dir)
     metrics = baseline_metrics(data, results)
     attributes = list(data.attributes)
@@ -109,14 +109,13 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
             "predicted": results.handcrafted.predictions.reshape(-1),
         }
     )
-    with atomic_path(out_dir / "handcrafted_predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "reliability.csv") as tmp:
+    with atomic_directory(out_dir) as folder:
+        predictions.to_csv(folder / "handcrafted_predictions.csv", index=False)
         if results.reliability is None:
             pd.DataFrame(columns=["attribute", "reliability", "ceiling", "faces", "ratings_per_face"]).to_csv(
-                tmp, index=False
+                folder / "reliability.csv", index=False
             )
         else:
-            results.reliability.to_csv(tmp)
-    atomic_write_json(out_dir / "metrics.json", metrics)
+            results.reliability.to_csv(folder / "reliability.csv")
+        atomic_write_json(folder / "metrics.json", metrics)
     return metrics

@@ -16,7 +16,7 @@ import torchvision
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
-from facetraits.files import atomic_path, atomic_write_json
+from facetraits.files import atomic_directory, atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, load_module
 from facetraits.models.metrics import METRIC_NAMES
@@ -114,13 +114,15 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
     table = predictions_table(data, predict_all_faces(data, fits))
     with atomic_path(out_dir / "predictions.csv") as tmp:
         table.to_csv(tmp, index=False)
-    figures = out_dir / "figures"
     artifacts = [(out_dir / "metrics.json", "train"), (out_dir / "history.csv", "train"), (out_dir / "predictions.csv", "train")]
-    artifacts.append((save_figure(learning_curves(history), figures / "learning_curves.png"), "train/figures"))
-    test = table[table["split"] == "test"]
-    for attribute, rows in test.groupby("attribute", sort=False):
-        figure = prediction_scatter(rows["human"].to_numpy(), rows["predicted"].to_numpy(), str(attribute), "test")
-        artifacts.append((save_figure(figure, figures / "scatter" / f"{attribute}.png"), "train/figures/scatter"))
+    with atomic_directory(out_dir / "figures") as figures:  # a whole new folder: no figure of an earlier run stays
+        save_figure(learning_curves(history), figures / "learning_curves.png")
+        artifacts.append((out_dir / "figures" / "learning_curves.png", "train/figures"))
+        test = table[table["split"] == "test"]
+        for attribute, rows in test.groupby("attribute", sort=False):
+            figure = prediction_scatter(rows["human"].to_numpy(), rows["predicted"].to_numpy(), str(attribute), "test")
+            save_figure(figure, figures / "scatter" / f"{attribute}.png")
+            artifacts.append((out_dir / "figures" / "scatter" / f"{attribute}.png", "train/figures/scatter"))
     return TrainOutputs(summary=summary, flat_metrics=flat_test_metrics(summary), artifacts=artifacts)
 
 

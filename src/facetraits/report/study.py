@@ -14,11 +14,12 @@ import pandas as pd
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
-from facetraits.files import atomic_write_json, atomic_write_text
+from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.render import bar_chart, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 
+REPORT_OUTPUTS = ("report.md", "report.html", "report.json", "report_figures")  # under results/, as in dvc.yaml
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
 BACKBONE_LABELS = {
     "vgg16": "VGG16",
@@ -100,9 +101,9 @@ def write_report(
 ) -> list[Path]:
     """report.md, report.html and report.json in results_dir, the bar chart under results_dir/report_figures."""
     results_dir = Path(results_dir)
-    chart = save_figure(
-        bar_chart(report.table, list(report.methods), report.human), results_dir / "report_figures" / "bar_chart.png"
-    )
+    with atomic_directory(results_dir / "report_figures") as figures:  # a whole new folder: no stale figures
+        save_figure(bar_chart(report.table, list(report.methods), report.human), figures / "bar_chart.png")
+    chart = results_dir / "report_figures" / "bar_chart.png"
     links = [("Test Pearson r per attribute and method", str(chart.relative_to(results_dir))), *links]
     written = [chart]
     for name, text in (

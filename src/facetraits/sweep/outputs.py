@@ -17,7 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from facetraits.errors import ConfigError
-from facetraits.files import atomic_path, atomic_write_text
+from facetraits.files import atomic_directory, atomic_path, atomic_write_text
 from facetraits.sweep.space import as_overrides
 
 TRIAL_COLUMNS = ("number", "state", "value")
@@ -70,28 +70,30 @@ def read_best_params(path: Path) -> dict[str, Any]:
     return content["overrides"]
 
 
-def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optimization history, parameter importances and parallel coordinates (matplotlib: no plotly here)."""
+def write_figures(study: optuna.Study | None, folder: Path) -> list[Path]:
+    """Optimization history, parameter importances and parallel coordinates (matplotlib: no plotly here).
+
+    The folder is replaced whole (empty without a study), so no figure of an earlier sweep stays."""
     from optuna.visualization import matplotlib as plots
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    makers = {"optimization_history.png": plots.plot_optimization_history}
+    complete = [] if study is None else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    makers = {} if study is None else {"optimization_history.png": plots.plot_optimization_history}
     if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
         makers["param_importances.png"] = plots.plot_param_importances
         makers["parallel_coordinate.png"] = plots.plot_parallel_coordinate
     written = []
-    for name, make in makers.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                axes = make(study)
-            except (ValueError, RuntimeError):
-                continue  # e.g. importances need variation among the completed trials
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-        with atomic_path(folder / name) as tmp:
-            figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        written.append(folder / name)
+    with atomic_directory(folder) as tmp:
+        for name, make in makers.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    axes = make(study)
+                except (ValueError, RuntimeError):
+                    continue  # e.g. importances need variation among the completed trials
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            figure.savefig(tmp / name, format="png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            written.append(folder / name)
     return written
 
 
