@@ -1,6 +1,10 @@
 import os
+import re
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +84,58 @@ def test_metric_name_keeps_labels_readable_within_mlflow_rules() -> None:
     assert metric_name("Hand-crafted (colour + LBP + HOG, SVR)") == "Hand-crafted colour LBP HOG SVR"
     assert metric_name("VGG16-BN, no_augment") == "VGG16-BN no_augment"
     assert metric_name("report/mean_r/ViT-B/16") == "report/mean_r/ViT-B/16"
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A web server on 127.0.0.1 that is not MLflow: `python -m http.server` serving a folder."""
+    root = tmp_path / "www"
+    root.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", root
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("answers_health", [False, True], ids=["no-health", "health-only"])
+def test_a_web_server_that_is_not_mlflow_is_named(web_server: tuple[str, Path], answers_health: bool) -> None:
+    uri, root = web_server
+    if answers_health:  # answers MLflow's /health, but none of its API
+        (root / "health").write_text("OK")
+    reason = (
+        "is not a usable MLflow tracking store: API request to endpoint /api/2.0/mlflow/experiments/get-by-name "
+        "failed with error code 404 != 200."
+        if answers_health
+        else "answers but is not an MLflow server (GET /health: HTTP 404)"
+    )
+    with pytest.raises(ConfigError, match=rf"^{re.escape(f'tracking.uri: {uri} {reason}')}$"):
+        with stage_run(TrackingParams(uri=uri, connect_timeout_s=5), "prepare", {}):
+            pytest.fail("the stage must not start")
+
+
+def test_a_corrupt_mlflow_db_is_named_and_left_as_it_was(tmp_path: Path) -> None:
+    store = tmp_path / "mlflow.db"
+    content = b"not an SQLite database\n" * 64
+    store.write_bytes(content)
+    uri = f"sqlite:///{store}"
+    message = f"tracking.uri: {uri} is not a usable MLflow tracking store: file is not a database"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        with stage_run(TrackingParams(uri=uri), "prepare", {}):
+            pytest.fail("the stage must not start")
+    assert store.read_bytes() == content

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from facetraits.config import TrackingParams
 from facetraits.errors import ConfigError
@@ -70,9 +72,20 @@ def _check_reachable(uri: str, timeout_s: float) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
     except requests.RequestException as exc:
         raise ConfigError(f"tracking.uri: MLflow server {uri} is unreachable: {exc}") from None
+    if response.status_code != 200:
+        raise ConfigError(
+            f"tracking.uri: {uri} answers but is not an MLflow server (GET /health: HTTP {response.status_code})"
+        )
+
+
+def _store_error(uri: str, exc: Exception) -> ConfigError:
+    """A store that answers but is not MLflow's (a corrupt mlflow.db, another web server), named by the key."""
+    reason = str(getattr(exc, "orig", None) or getattr(exc, "message", None) or exc).split(" Response body:")[0]
+    reason = reason.strip().splitlines()[0][:200]
+    return ConfigError(f"tracking.uri: {uri} is not a usable MLflow tracking store: {reason}")
 
 
 def _is_local_store(uri: str) -> bool:
@@ -150,9 +163,12 @@ def close_orphaned_runs(client: MlflowClient, experiment: str, stage: str) -> li
 def stage_run(params: TrackingParams, stage: str, run_params: Mapping[str, str]) -> Iterator[StageRun]:
     """A run tagged with stage and git commit; FINISHED on success, FAILED if the stage raises."""
     _check_reachable(params.uri, params.connect_timeout_s)
-    client = MlflowClient(tracking_uri=params.uri)
-    experiment = experiment_id(client, params)
-    close_orphaned_runs(client, experiment, stage)
+    try:
+        client = MlflowClient(tracking_uri=params.uri)
+        experiment = experiment_id(client, params)
+        close_orphaned_runs(client, experiment, stage)
+    except (MlflowException, SQLAlchemyError) as exc:
+        raise _store_error(params.uri, exc) from None
     tags = {TAG_STAGE: stage, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
     commit = git_commit()
     if commit:

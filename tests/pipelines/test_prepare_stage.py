@@ -57,3 +57,32 @@ def test_data_error_marks_the_run_failed(tmp_path: Path, tracking: TrackingParam
     client = MlflowClient(tracking.uri)
     (run,) = client.search_runs([client.get_experiment_by_name(tracking.experiment).experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_tracking_and_output_faults_fail_cleanly_keeping_previous_outputs(
+    tmp_path: Path, tracking: TrackingParams, capsys
+) -> None:
+    """A corrupt mlflow.db and an output whose folder is a regular file (which blocks root too, unlike chmod)."""
+    params = _write_params(tmp_path / "params.yaml", tracking, {"image_size": 32, "synthetic": {"n_faces": 24}})
+    out, summary = tmp_path / "prepared", tmp_path / "results" / "prepare.json"
+    assert main(["--params", str(params), "--out", str(out), "--summary", str(summary)]) == 0
+    previous = {p: p.read_bytes() for p in [summary, *out.iterdir()]}
+    capsys.readouterr()
+
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not an SQLite database\n" * 64)
+    bad_store = {**yaml.safe_load(params.read_text()), "tracking": {"uri": f"sqlite:///{corrupt}"}}
+    (tmp_path / "bad_store.yaml").write_text(yaml.safe_dump(bad_store))
+    assert main(["--params", str(tmp_path / "bad_store.yaml"), "--out", str(out), "--summary", str(summary)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: tracking.uri: sqlite:///{corrupt} is not a usable MLflow tracking store: file is not a database\n"
+    )
+
+    blocked = tmp_path / "a_file" / "prepared"
+    (tmp_path / "a_file").write_text("not a folder")
+    assert main(["--params", str(params), "--out", str(blocked), "--summary", str(summary)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {blocked}: cannot write this output: {tmp_path / 'a_file'} is a file, not a folder\n"
+    )
+    assert {p: p.read_bytes() for p in [summary, *out.iterdir()]} == previous
+    assert not [p for p in tmp_path.rglob("*.tmp")]
