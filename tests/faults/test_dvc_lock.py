@@ -7,7 +7,6 @@ is a stand-in that runs until the test releases it: this tests DVC's lock, not o
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.dvc_project import dvc, dvc_command, dvc_env
 
 pytestmark = pytest.mark.slow
 
@@ -35,20 +36,6 @@ for part in range(3):
 """
 
 
-def _dvc_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
-
-
-def _dvc_env() -> dict[str, str]:
-    return {**os.environ, "DVC_NO_ANALYTICS": "1"}
-
-
-def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _dvc_command(*args), cwd=project, env=_dvc_env(), check=False, capture_output=True, text=True, timeout=120
-    )
-
-
 def test_second_repro_is_refused_by_the_lock_and_the_first_completes(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -60,11 +47,11 @@ def test_second_repro_is_refused_by_the_lock_and_the_first_completes(tmp_path: P
         "outs": ["out"],
     }
     (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"slow": stage}}))
-    assert _dvc(project, "init", "--no-scm", "-q").returncode == 0
+    assert dvc(project, "init", "--no-scm", "-q").returncode == 0
 
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(
-            _dvc_command("repro"), cwd=project, env=_dvc_env(), stdout=log, stderr=subprocess.STDOUT
+            dvc_command("repro"), cwd=project, env=dvc_env(), stdout=log, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 120
@@ -72,7 +59,7 @@ def test_second_repro_is_refused_by_the_lock_and_the_first_completes(tmp_path: P
             assert first.poll() is None, (tmp_path / "first.log").read_text()
             assert time.monotonic() < deadline, "the first repro never started its stage"
             time.sleep(0.05)
-        second = _dvc(project, "repro")
+        second = dvc(project, "repro")
     finally:
         release.touch()
         first.wait(timeout=120)
@@ -84,7 +71,7 @@ def test_second_repro_is_refused_by_the_lock_and_the_first_completes(tmp_path: P
     assert {p.name: p.read_text() for p in (project / "out").iterdir()} == {
         f"part{i}.txt": f"part {i}\n" for i in range(3)
     }
-    status = _dvc(project, "status")
+    status = dvc(project, "status")
     assert status.returncode == 0 and "Data and pipelines are up to date" in status.stdout, (
         status.stdout + status.stderr
     )

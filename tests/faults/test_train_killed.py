@@ -19,6 +19,7 @@ from facetraits.config import TrackingParams
 from facetraits.data.prepare import prepare_dataset
 from facetraits.tracking import TAG_STAGE
 from tests.conftest import REPO, study_params
+from tests.dvc_project import snapshot, temporary_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +31,6 @@ PREVIOUS_OUTPUTS = {
     "predictions.csv": "id,split,attribute,human,predicted\n",
     "figures/learning_curves.png": "previous figure",
 }
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _temporary_leftovers(*folders: Path) -> list[Path]:
-    """What an interrupted atomic write would leave: hidden `.name.xxx.tmp` siblings."""
-    return [p for folder in folders for p in folder.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
 
 
 def _train_runs(tracking: TrackingParams) -> list:
@@ -83,7 +75,7 @@ def test_killed_training_resumes_and_leaves_no_partial_output(tmp_path: Path, tr
     for name, text in PREVIOUS_OUTPUTS.items():
         (results / name).parent.mkdir(parents=True, exist_ok=True)
         (results / name).write_text(text)
-    previous = _snapshot(results)
+    previous = snapshot(results, ".")
     command = [
         sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(tmp_path / "params.yaml"),
         "--prepared", str(tmp_path / "prepared"), "--models", str(models), "--out", str(results),
@@ -92,8 +84,8 @@ def test_killed_training_resumes_and_leaves_no_partial_output(tmp_path: Path, tr
     _kill_after_first_checkpoint(command, tmp_path, models / "last.ckpt", tmp_path / "killed.log")
     checkpointed = int(torch.load(models / "last.ckpt", map_location="cpu", weights_only=True)["epoch"])
     assert checkpointed < MAX_EPOCHS - 1, "killed too late: training had already finished its last epoch"
-    assert _snapshot(results) == previous, "a killed run must leave the previous outputs untouched"
-    assert {p.name for p in models.iterdir()} == MODEL_FILES and not _temporary_leftovers(results, models)
+    assert snapshot(results, ".") == previous, "a killed run must leave the previous outputs untouched"
+    assert {p.name for p in models.iterdir()} == MODEL_FILES and not temporary_leftovers(results, models)
     torch.load(models / "best.ckpt", map_location="cpu", weights_only=True)
     assert json.loads((models / "train_state.json").read_text())["complete"] is False
     (killed,) = _train_runs(tracking)
@@ -117,5 +109,5 @@ def test_killed_training_resumes_and_leaves_no_partial_output(tmp_path: Path, tr
         killed_curve[: checkpointed + 1], rel=1e-6
     )
     assert json.loads((results / "metrics.json").read_text())["epochs"] == {"all": MAX_EPOCHS}
-    assert not _temporary_leftovers(results, models)
+    assert not temporary_leftovers(results, models)
     assert json.loads((models / "train_state.json").read_text())["complete"] is True

@@ -1,48 +1,24 @@
 """`dvc repro prepare` end to end in a scratch copy of the project: runs, then is a no-op."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.dvc_project import copy_project, dvc
 
 pytestmark = pytest.mark.slow
 
 
-def _dvc(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def _project(tmp_path: Path, data: dict) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, project / name)
-    for folder in ("pipelines", "src", "data/raw"):
-        shutil.copytree(REPO / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"].update(data)
-    params["tracking"].update(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"))
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    assert _dvc(project, "init", "-q").returncode == 0
-    return project
+    return copy_project(tmp_path / "project", {"data": data}, tmp_path, scm=True)
 
 
 def _repro_twice(project: Path) -> dict:
-    first = _dvc(project, "repro", "prepare")
+    first = dvc(project, "repro", "prepare")
     assert first.returncode == 0, first.stderr + first.stdout
     summary = json.loads((project / "results/prepare.json").read_text())
-    second = _dvc(project, "repro", "prepare")
+    second = dvc(project, "repro", "prepare")
     assert second.returncode == 0, second.stderr
     assert "didn't change, skipping" in second.stdout and "Running stage" not in second.stdout
     return summary

@@ -1,0 +1,136 @@
+"""Faults under `dvc repro`, as users run the study: a killed or failing stage keeps the previous results.
+
+One tiny study (prepare, sweep, train) is reproduced once; each test changes a parameter in a copy of it, so DVC
+reruns the stage, and kills it or makes it fail. DVC deletes a stage's outputs before running its command unless
+they are `persist`; every output in dvc.yaml is, and every stage replaces its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.dvc_project import (
+    copy_project,
+    dvc,
+    dvc_command,
+    dvc_env,
+    snapshot,
+    temporary_leftovers,
+    update_params,
+)
+from tests.fixtures.layouts import corrupt_image, make_omi
+
+pytestmark = pytest.mark.slow
+
+TINY_STUDY = {
+    "data": {"image_size": 32, "attributes": ["happy", "dominant"], "workers": 1, "synthetic": {"n_faces": 40}},
+    "model": {"backbone": "resnet18", "head_hidden": 8, "trainable_blocks": 1},
+    "train": {"max_epochs": 1, "batch_size": 16, "patience": 5, "progress_bar": False, "accelerator": "cpu"},
+    "sweep": {"n_trials": 0},
+}
+PREPARE_OUTPUTS = ("data/prepared", "results/prepare.json")
+TRAIN_OUTPUTS = ("results/train/predictions.csv", "results/train/metrics.json", "results/train/history.csv",
+                 "results/train/figures")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study after `dvc repro train`: what each test's copy starts from."""
+    root = tmp_path_factory.mktemp("dvc-faults")
+    project = copy_project(root / "project", TINY_STUDY, root)
+    first = dvc(project, "repro", "train")
+    assert first.returncode == 0, first.stdout + first.stderr
+    return project
+
+
+@pytest.fixture
+def project(reproduced: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "project"
+    shutil.copytree(reproduced, copy, symlinks=True)
+    return copy
+
+
+def _kill_repro(project: Path, stage: str, started: Callable[[], bool]) -> None:
+    """`dvc repro stage`, SIGKILLed with its stage command (one process group) once `started()` holds."""
+    log = project.parent / f"killed-{stage}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            dvc_command("repro", stage), cwd=project, env=dvc_env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while not started():
+            assert process.poll() is None, f"dvc repro exited ({process.returncode}) too early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{stage} did not start within 300 s:\n{log.read_text()}"
+            time.sleep(0.01)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def _repro_completes_then_is_a_noop(project: Path, stage: str) -> None:
+    rerun = dvc(project, "repro", stage)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    again = dvc(project, "repro", stage)
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout + again.stderr
+    status = dvc(project, "status", stage)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout + status.stderr
+
+
+def test_killed_prepare_keeps_the_previous_data_and_its_rerun_clears_the_leftover(project: Path) -> None:
+    previous = snapshot(project, *PREPARE_OUTPUTS)
+    update_params(project, {"data": {"synthetic": {"n_faces": 1000}}})  # a few seconds of rendering to kill
+    _kill_repro(project, "prepare", lambda: any((project / "data").glob(".prepared.*.tmp")))
+
+    assert snapshot(project, *PREPARE_OUTPUTS) == previous
+    assert [p.name.split(".")[1] for p in temporary_leftovers(project / "data")] == ["prepared"]
+    _repro_completes_then_is_a_noop(project, "prepare")
+    assert json.loads((project / "results/prepare.json").read_text())["n_faces"] == 1000
+    assert not temporary_leftovers(project / "data", project / "results")
+
+
+def test_killed_train_keeps_the_previous_results_and_checkout_restores_its_models(project: Path) -> None:
+    previous_results = snapshot(project, *TRAIN_OUTPUTS)
+    previous_models = snapshot(project, "models")
+    update_params(project, {"train": {"max_epochs": 3}})
+
+    def training() -> bool:  # train_state.json is rewritten, incomplete, as training starts
+        state = project / "models" / "train_state.json"
+        return state.is_file() and json.loads(state.read_text())["complete"] is False
+
+    _kill_repro(project, "train", training)
+    assert snapshot(project, *TRAIN_OUTPUTS) == previous_results
+    assert snapshot(project, "models") != previous_models, "models/ keeps the killed run's state, to resume from"
+    restore = dvc(project, "checkout", "--force", "train")  # the README's restore command
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert snapshot(project, "models") == previous_models
+    assert snapshot(project, *TRAIN_OUTPUTS) == previous_results
+
+    _repro_completes_then_is_a_noop(project, "train")
+    assert json.loads((project / "results/train/metrics.json").read_text())["epochs"] == {"all": 3}
+    assert not temporary_leftovers(project / "results", project / "models")
+
+
+def test_prepare_failing_on_a_bad_image_keeps_the_previous_data(project: Path) -> None:
+    previous = snapshot(project, *PREPARE_OUTPUTS)
+    fixture = make_omi(project / "data" / "raw", n_faces=12, image_size=32)
+    bad = fixture.ids[3]
+    corrupt_image(fixture.images[bad][0])
+    update_params(project, {"data": {"source": "omi", "attributes": ["happy"]}})
+
+    failed = dvc(project, "repro", "prepare")
+    assert failed.returncode != 0
+    assert f"images/{bad}.jpg: cannot decode image" in failed.stderr and "Traceback" not in failed.stderr
+    assert snapshot(project, *PREPARE_OUTPUTS) == previous
+    assert not temporary_leftovers(project / "data", project / "results")
