@@ -103,7 +103,7 @@ def test_killed_prepare_keeps_the_previous_data_and_its_rerun_clears_the_leftove
 def test_killed_train_keeps_the_previous_results_and_checkout_restores_its_models(project: Path) -> None:
     previous_results = snapshot(project, *TRAIN_OUTPUTS)
     previous_models = snapshot(project, "models")
-    update_params(project, {"train": {"max_epochs": 3}})
+    update_params(project, {"train": {"max_epochs": 2}})
 
     def training() -> bool:  # train_state.json is rewritten, incomplete, as training starts
         state = project / "models" / "train_state.json"
@@ -117,8 +117,11 @@ def test_killed_train_keeps_the_previous_results_and_checkout_restores_its_model
     assert snapshot(project, "models") == previous_models
     assert snapshot(project, *TRAIN_OUTPUTS) == previous_results
 
+    stale = project / "results/train/figures/scatter/an_attribute_no_longer_trained.png"
+    stale.write_bytes(b"a figure of an older run")  # persist outputs: the stage itself must drop what is stale
     _repro_completes_then_is_a_noop(project, "train")
-    assert json.loads((project / "results/train/metrics.json").read_text())["epochs"] == {"all": 3}
+    assert json.loads((project / "results/train/metrics.json").read_text())["epochs"] == {"all": 2}
+    assert sorted(p.name for p in (project / "results/train/figures/scatter").iterdir()) == ["dominant.png", "happy.png"]
     assert not temporary_leftovers(project / "results", project / "models")
 
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from facetraits.config import TrackingParams, load_params, merge_overrides
 from facetraits.sweep import study as sweep_study
-from facetraits.sweep.outputs import read_best_params
+from facetraits.sweep.outputs import read_best_params, write_figures
 from facetraits.sweep.trial_runs import TAG_PARENT, TAG_STATE, TAG_TRIAL
 from facetraits.tracking import TAG_STAGE
 from tests.conftest import REPO
@@ -171,3 +171,11 @@ def test_a_worker_from_another_node_joins_by_name(project, tmp_path: Path) -> No
     assert cli(args) == 0
     study = optuna.load_study(study_name=best["study"], storage=storage)
     assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
+
+
+def test_figures_folder_is_replaced_whole(tmp_path: Path) -> None:
+    """A DVC output kept in place while the stage runs (persist): no figure of an earlier sweep may stay."""
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "param_importances.png").write_bytes(b"from an earlier sweep")
+    assert write_figures(None, folder) == [] and list(folder.iterdir()) == []
