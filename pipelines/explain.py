@@ -9,9 +9,9 @@ from pathlib import Path
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import ConfigError, FaceTraitsError
-from facetraits.files import ready_outputs
 from facetraits.explain.outputs import write_explain_outputs
 from facetraits.explain.study import explain_study
+from facetraits.files import ready_outputs
 from facetraits.models.evaluation import trained_checkpoints
 from facetraits.models.face_module import load_module
 from facetraits.models.training import Runtime
