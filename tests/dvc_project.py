@@ -39,7 +39,8 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """`base` with `changes` applied key by key into nested mappings."""
     merged = dict(base)
     for key, value in changes.items():
-        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge(merged[key], value) if nested else value
     return merged
 
 
@@ -66,7 +67,7 @@ def copy_project(project: Path, changes: dict[str, Any], tracking_dir: Path, scm
 
 def snapshot(root: Path, *paths: str) -> dict[str, bytes]:
     """Every file under `paths` (files or folders, relative to `root`) with its bytes."""
-    files = [p for path in paths for p in ([root / path] if (root / path).is_file() else sorted((root / path).rglob("*")))]
+    files = [p for path in map(root.joinpath, paths) for p in ([path] if path.is_file() else sorted(path.rglob("*")))]
     return {str(p.relative_to(root)): p.read_bytes() for p in files if p.is_file()}
 
 

@@ -121,7 +121,8 @@ def test_killed_train_keeps_the_previous_results_and_checkout_restores_its_model
     stale.write_bytes(b"a figure of an older run")  # persist outputs: the stage itself must drop what is stale
     _repro_completes_then_is_a_noop(project, "train")
     assert json.loads((project / "results/train/metrics.json").read_text())["epochs"] == {"all": 2}
-    assert sorted(p.name for p in (project / "results/train/figures/scatter").iterdir()) == ["dominant.png", "happy.png"]
+    scatter = sorted(p.name for p in (project / "results/train/figures/scatter").iterdir())
+    assert scatter == ["dominant.png", "happy.png"]
     assert not temporary_leftovers(project / "results", project / "models")
 
 
