@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.conftest import REPO
 from tests.dvc_project import (
     copy_project,
     dvc,
@@ -138,3 +140,20 @@ def test_prepare_failing_on_a_bad_image_keeps_the_previous_data(project: Path) -
     assert f"images/{bad}.jpg: cannot decode image" in failed.stderr and "Traceback" not in failed.stderr
     assert snapshot(project, *PREPARE_OUTPUTS) == previous
     assert not temporary_leftovers(project / "data", project / "results")
+
+
+def test_every_output_of_every_stage_is_persist_and_cached() -> None:
+    """What the tests above rely on, for the stages they do not run: DVC deletes an output that is not `persist`
+    before running its stage, and cannot restore one that is `cache: false`."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    flags = {
+        f"{name}: {path}": {} if isinstance(entry, str) else entry[path]
+        for name, stage in stages.items()
+        for section in ("outs", "metrics", "plots")
+        for entry in stage.get("do", stage).get(section, [])
+        for path in ([entry] if isinstance(entry, str) else entry)
+    }
+    assert set(stages) >= {"prepare", "sweep", "train", "variant", "baselines", "explain", "manifold", "report"}
+    assert len(flags) == 22
+    not_kept = [out for out, flag in flags.items() if flag.get("persist") is not True or flag.get("cache", True) is not True]
+    assert not_kept == []
