@@ -155,5 +155,5 @@ def test_every_output_of_every_stage_is_persist_and_cached() -> None:
     }
     assert set(stages) >= {"prepare", "sweep", "train", "variant", "baselines", "explain", "manifold", "report"}
     assert len(flags) == 22
-    not_kept = [out for out, flag in flags.items() if flag.get("persist") is not True or flag.get("cache", True) is not True]
+    not_kept = [out for out, flag in flags.items() if not flag.get("persist") or flag.get("cache") is False]
     assert not_kept == []
