@@ -11,6 +11,7 @@ from facetraits.data.sources.base import (
     SourceTable,
     long_ratings,
     numeric_ratings,
+    read_csv_checked,
     require_columns,
     require_file,
     resolve_inside,
@@ -25,7 +26,7 @@ RAW_COLUMNS = ("image", "attribute", "rating")
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return read_csv_checked(path, path, dtype=str)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot parse CSV: {exc}") from None
 
