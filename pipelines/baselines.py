@@ -10,6 +10,7 @@ from facetraits.baselines.study import run_baselines, write_baseline_outputs
 from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
+from facetraits.models.metrics import shown_score
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"human reliability skipped: {human['skipped']}"
     )
     print(
-        f"{human_text}; hand-crafted SVR test mean Pearson r {metrics['handcrafted']['test']['pearson_mean']:.3f} "
+        f"{human_text}; hand-crafted SVR test mean Pearson r {shown_score(metrics['handcrafted']['test']['pearson_mean'])} "
         f"({', '.join(f'{k} {v:.1f} s' for k, v in results.seconds.items())}) -> {args.out}"
     )
     return 0

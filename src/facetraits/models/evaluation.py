@@ -19,7 +19,7 @@ from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, load_module
-from facetraits.models.metrics import METRIC_NAMES
+from facetraits.models.metrics import METRIC_NAMES, rounded_scores
 from facetraits.models.training import FitResult, predict_images
 from facetraits.tracking import StageRun
 
@@ -71,11 +71,8 @@ def summary_metrics(fits: Sequence[FitResult]) -> dict[str, Any]:
             source = fit.test if split == "test" else best_epoch(fit)
             for name in METRIC_NAMES:
                 for attribute in fit.attributes:
-                    per_attribute[name][attribute] = round(float(source[f"{split}/{name}/{attribute}"]), 6)
-        summary[split] = {
-            **{f"{name}_mean": round(float(np.mean(list(values.values()))), 6) for name, values in per_attribute.items()},
-            **per_attribute,
-        }
+                    per_attribute[name][attribute] = float(source[f"{split}/{name}/{attribute}"])
+        summary[split] = rounded_scores(per_attribute)
     summary["epochs"] = {",".join(fit.attributes) if len(fits) > 1 else "all": len(fit.history) for fit in fits}
     return summary
 
@@ -95,12 +92,12 @@ class TrainOutputs:
 
 
 def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """MLflow keys as the UI charts them: test/pearson/happy, test/pearson_mean, ..."""
-    flat: dict[str, float] = {}
+    """MLflow keys as the UI charts them: test/pearson/happy, test/pearson_mean, ...; undefined scores are not logged."""
+    flat: dict[str, float | None] = {}
     for name in METRIC_NAMES:
         flat[f"test/{name}_mean"] = summary["test"][f"{name}_mean"]
         flat.update({f"test/{name}/{a}": v for a, v in summary["test"][name].items()})
-    return flat
+    return {key: value for key, value in flat.items() if value is not None}
 
 
 def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
