@@ -12,7 +12,7 @@ import yaml
 from facetraits import __version__
 from facetraits.config import METHOD_NAMES, load_params
 from facetraits.errors import FaceTraitsError
-from facetraits.files import atomic_path
+from facetraits.spreadsheet import write_csv
 
 
 def _check_params(args: argparse.Namespace) -> int:
@@ -25,11 +25,8 @@ def _predict(args: argparse.Namespace) -> int:
     from facetraits.predict import collect_images, load_predictor, predict_files
 
     table = predict_files(load_predictor(args.model), collect_images(args.paths), args.batch_size, args.square)
-    if args.out is None:
-        table.to_csv(sys.stdout, index=False)
-    else:
-        with atomic_path(args.out) as tmp:
-            table.to_csv(tmp, index=False)
+    write_csv(table, sys.stdout if args.out is None else args.out, index=False)
+    if args.out is not None:
         print(f"wrote {len(table)} predictions to {args.out}", file=sys.stderr)
     return 0
 

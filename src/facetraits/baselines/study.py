@@ -16,8 +16,9 @@ from facetraits.baselines.handcrafted import SvrBaselineResult, fit_svr_baseline
 from facetraits.baselines.reliability import split_half_reliability
 from facetraits.config import BaselinesParams
 from facetraits.data.prepared import PreparedData
-from facetraits.files import atomic_path, atomic_write_json
+from facetraits.files import atomic_write_json
 from facetraits.models.metrics import split_metrics
+from facetraits.spreadsheet import write_csv
 
 NO_RAW_RATINGS = "the data source has no per-rater ratings, so human split-half reliability cannot be estimated"
 
@@ -109,14 +110,11 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
             "predicted": results.handcrafted.predictions.reshape(-1),
         }
     )
-    with atomic_path(out_dir / "handcrafted_predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    with atomic_path(out_dir / "reliability.csv") as tmp:
-        if results.reliability is None:
-            pd.DataFrame(columns=["attribute", "reliability", "ceiling", "faces", "ratings_per_face"]).to_csv(
-                tmp, index=False
-            )
-        else:
-            results.reliability.to_csv(tmp)
+    write_csv(predictions, out_dir / "handcrafted_predictions.csv", index=False)
+    if results.reliability is None:
+        empty = pd.DataFrame(columns=["attribute", "reliability", "ceiling", "faces", "ratings_per_face"])
+        write_csv(empty, out_dir / "reliability.csv", index=False)
+    else:
+        write_csv(results.reliability, out_dir / "reliability.csv")
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

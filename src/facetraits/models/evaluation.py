@@ -16,12 +16,13 @@ import torchvision
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
-from facetraits.files import atomic_path, atomic_write_json
+from facetraits.files import atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, load_module
 from facetraits.models.metrics import METRIC_NAMES, rounded_scores
 from facetraits.models.training import FitResult, predict_images
 from facetraits.tracking import StageRun
+from facetraits.spreadsheet import write_csv
 
 
 def trained_checkpoints(models_dir: Path) -> list[Path]:
@@ -106,11 +107,9 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
     summary = summary_metrics(fits)
     atomic_write_json(out_dir / "metrics.json", summary)
     history = history_table(fits)
-    with atomic_path(out_dir / "history.csv") as tmp:
-        history.to_csv(tmp, index=False)
+    write_csv(history, out_dir / "history.csv", index=False)
     table = predictions_table(data, predict_all_faces(data, fits))
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, out_dir / "predictions.csv", index=False)
     figures = out_dir / "figures"
     artifacts = [(out_dir / "metrics.json", "train"), (out_dir / "history.csv", "train"), (out_dir / "predictions.csv", "train")]
     artifacts.append((save_figure(learning_curves(history), figures / "learning_curves.png"), "train/figures"))

@@ -20,6 +20,7 @@ from facetraits.config import read_yaml
 from facetraits.errors import ConfigError
 from facetraits.files import atomic_path, atomic_write_text
 from facetraits.sweep.space import as_overrides
+from facetraits.spreadsheet import write_csv
 
 TRIAL_COLUMNS = ("number", "state", "value")
 
@@ -93,6 +94,5 @@ def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
 
 def write_trials(study: optuna.Study | None, path: Path) -> pd.DataFrame:
     table = trials_table(study)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, path, index=False)
     return table

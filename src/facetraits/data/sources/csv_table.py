@@ -40,10 +40,17 @@ def read_csv_source(params: DataParams) -> SourceTable:
     require_columns(table, key_columns, table_file)
     rows = sheet_rows()
     images = table[settings.image_column].fillna("").str.strip()
+    first_row: dict[Path, int] = {}
     for i, image in enumerate(images):
         if not image:
             raise DataError(f"{table_file} {rows(i)}: empty image path in column '{settings.image_column}'")
-        resolve_inside(root, image, f"{table_file} {rows(i)}")
+        resolved = resolve_inside(root, image, f"{table_file} {rows(i)}")
+        if resolved in first_row:  # one face counted twice, e.g. `a.png` and `./a.png` under two ids
+            raise DataError(
+                f"{table_file}: column '{settings.image_column}': {rows(first_row[resolved])} and {rows(i)} "
+                f"name the same image file {image!r}"
+            )
+        first_row[resolved] = i
     ids = unique_ids(table[settings.id_column] if settings.id_column else images, table_file, rows)
     groups = table[settings.group_column].astype(str) if settings.group_column else ids
     attributes = select_attributes([c for c in table.columns if c not in key_columns], params.attributes, table_file)
