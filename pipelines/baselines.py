@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     human_text = (
-        f"human reliability mean {human['reliability_mean']:.3f} [{human['reliability_min']:.3f}, {human['reliability_max']:.3f}]"
+        f"human reliability mean {shown_score(human['reliability_mean'])} "
+        f"[{shown_score(human['reliability_min'])}, {shown_score(human['reliability_max'])}]"
         if "skipped" not in human
         else f"human reliability skipped: {human['skipped']}"
     )

@@ -447,3 +447,26 @@ def test_a_gzip_ratings_file_that_is_not_gzip_names_the_file(tmp_path: Path) -> 
     raw.write_bytes(gzip.compress(b"rating,attribute,rating_type,stimulus\n")[:12])
     with pytest.raises(DataError, match=re.escape(f"{raw}: cannot read raw ratings")):
         read_source(study_params(data={"source": "omi", "path": str(tmp_path)}).data)
+
+
+def test_a_tiff_declaring_huge_dimensions_is_refused_from_its_header(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.tif"
+    Image.new("L", (4000, 4000)).save(path, compression="tiff_deflate")
+    assert path.stat().st_size < 200_000
+    with pytest.raises(DataError, match=re.escape(f"{path}: image is 4000x4000 = 16000000 pixels, over data.max_image_pixels")):
+        load_face(path, 16, "pad", 1_000_000)
+
+
+def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    lines = ["variants:", "  a:", "    train:", '      k0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"      k{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]  # 9**10 strings if expanded
+    lines += ["data:", "  attributes: *l9"]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    assert f"{path}: data.attributes.0: Input should be a valid string" in str(caught.value)
+    assert len(str(caught.value)) < 5_000  # nine problems named, not 9**10 strings
+    path.write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: variants.a: train.k9: unknown key")):
+        load_params(path)

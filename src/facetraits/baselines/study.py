@@ -85,11 +85,14 @@ def baseline_metrics(data: PreparedData, results: BaselineResults) -> dict[str, 
     def by_attribute(column: str) -> dict[str, float | None]:
         return {a: None if np.isnan(v) else round(float(v), 6) for a, v in table[column].items()}
 
+    def summary(value: float) -> float | None:  # null when no attribute has enough faces for a reliability
+        return None if np.isnan(value) else round(float(value), 6)
+
     human_summary = {
-        "reliability_mean": round(float(table["reliability"].mean()), 6),
-        "reliability_min": round(float(table["reliability"].min()), 6),
-        "reliability_max": round(float(table["reliability"].max()), 6),
-        "ceiling_mean": round(float(table["ceiling"].mean()), 6),
+        "reliability_mean": summary(table["reliability"].mean()),
+        "reliability_min": summary(table["reliability"].min()),
+        "reliability_max": summary(table["reliability"].max()),
+        "ceiling_mean": summary(table["ceiling"].mean()),
         "reliability": by_attribute("reliability"),
         "ceiling": by_attribute("ceiling"),
     }
