@@ -470,3 +470,14 @@ def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> No
     path.write_text("\n".join(lines[:-2]) + "\n")
     with pytest.raises(ConfigError, match=re.escape(f"{path}: variants.a: train.k9: unknown key")):
         load_params(path)
+
+
+def test_a_face_id_that_reads_like_na_stays_an_id_in_the_prepared_data(tmp_path: Path) -> None:
+    make_csv(tmp_path / "csv", n_faces=8, with_ratings=False)
+    table = pd.read_csv(tmp_path / "csv" / "faces.csv", dtype=str, keep_default_na=False)
+    table["id"] = ["NA", "null", "None", "nan", "face-5", "face-6", "face-7", "face-8"]
+    table.to_csv(tmp_path / "csv" / "faces.csv", index=False)
+    params = study_params(data={"source": "csv", "path": str(tmp_path / "csv"), "image_size": 16, "csv": {"id_column": "id"}})
+    prepare_dataset(params.data, tmp_path / "prepared", progress=False)
+    faces = load_prepared(tmp_path / "prepared").faces
+    assert sorted(faces["id"]) == sorted(table["id"]) and sorted(faces["group"]) == sorted(table["id"])
