@@ -481,3 +481,9 @@ def test_a_face_id_that_reads_like_na_stays_an_id_in_the_prepared_data(tmp_path:
     prepare_dataset(params.data, tmp_path / "prepared", progress=False)
     faces = load_prepared(tmp_path / "prepared").faces
     assert sorted(faces["id"]) == sorted(table["id"]) and sorted(faces["group"]) == sorted(table["id"])
+
+
+def test_a_missing_model_path_is_named(face: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "models" / "best.ckpt"
+    assert cli(["predict", str(face), "--model", str(missing)]) == 1
+    assert capsys.readouterr().err == f"error: --model: {missing}: no such checkpoint file or MLflow model folder\n"

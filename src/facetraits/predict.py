@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,10 @@ def _pickle_refused() -> Iterator[None]:
             os.environ[_PICKLE_SWITCH] = previous
 
 
+def _not_loadable(model: str, reason: object) -> ConfigError:
+    return ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {reason}")
+
+
 def _refuse_unsafe_mlflow_model(folder: Path, model: str) -> None:
     """Only the pickle-free torch.export (pt2) format facetraits logs, with no code of its own.
 
@@ -57,10 +62,14 @@ def _refuse_unsafe_mlflow_model(folder: Path, model: str) -> None:
     try:
         flavors = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors")
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
-        raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a readable MLflow model: {exc}") from None
+        raise _not_loadable(model, exc) from None
     if not isinstance(flavors, dict) or not isinstance(flavors.get("pytorch"), dict):
-        raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: no pytorch flavor in {mlmodel}")
-    problems = [f"flavor '{name}' names code folder {conf['code']!r}" for name, conf in flavors.items() if isinstance(conf, dict) and conf.get("code")]
+        raise _not_loadable(model, f"no pytorch flavor in {mlmodel}")
+    problems = [
+        f"flavor '{name}' names code folder {conf['code']!r}"
+        for name, conf in flavors.items()
+        if isinstance(conf, dict) and conf.get("code")
+    ]
     if (folder / "code").exists():
         problems.append("it has a code/ folder")
     data = folder / "data"
@@ -82,6 +91,8 @@ def load_predictor(model: str) -> Predictor:
     if path.is_file():
         net = load_module(path).net
         return Predictor(net, net.attributes, net.image_size)
+    if not path.exists() and not urlparse(model).scheme:
+        raise ConfigError(f"--model: {model}: no such checkpoint file or MLflow model folder")
     import mlflow.pytorch
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
@@ -91,14 +102,14 @@ def load_predictor(model: str) -> Predictor:
         try:
             folder = path if path.is_dir() else Path(download_artifacts(artifact_uri=model, dst_path=tmp))
         except (MlflowException, OSError) as exc:
-            raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {exc}") from None
+            raise _not_loadable(model, exc) from None
         _refuse_unsafe_mlflow_model(folder, model)
         try:
             metadata = get_model_info(str(folder)).metadata or {}
             with _pickle_refused():
                 loaded = mlflow.pytorch.load_model(str(folder))
         except (MlflowException, OSError) as exc:
-            raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {exc}") from None
+            raise _not_loadable(model, exc) from None
     if "attributes" not in metadata or "image_size" not in metadata:
         raise ConfigError(f"--model: MLflow model '{model}' was not logged by facetraits (no attributes in its metadata)")
     return Predictor(loaded, tuple(metadata["attributes"]), int(metadata["image_size"]))
