@@ -487,3 +487,26 @@ def test_a_missing_model_path_is_named(face: Path, tmp_path: Path, capsys: pytes
     missing = tmp_path / "models" / "best.ckpt"
     assert cli(["predict", str(face), "--model", str(missing)]) == 1
     assert capsys.readouterr().err == f"error: --model: {missing}: no such checkpoint file or MLflow model folder\n"
+
+
+def _rename_header_cell(workbook: Path, sheet: str, old: str, new: str) -> None:
+    from openpyxl import load_workbook
+
+    book = load_workbook(workbook)
+    cell = next(c for row in book[sheet].iter_rows(max_row=20) for c in row if c.value == old)
+    cell.value = new
+    book.save(workbook)
+
+
+def test_repeated_attribute_column_in_workbooks_is_refused_naming_file_sheet_and_column(tmp_path: Path) -> None:
+    from tests.fixtures.layouts import CFD_SHEET, CFD_WORKBOOK, US10K_TABLE_DIR, make_cfd
+
+    us10k = make_us10k(tmp_path / "us10k", n_faces=6, with_raw=False)
+    workbook = us10k.root / US10K_TABLE_DIR / "psychology-attributes.xlsx"
+    _rename_header_cell(workbook, "Final Values", "friendly", "happy")
+    with pytest.raises(DataError, match=re.escape(f"{workbook} sheet 'Final Values': column(s) ['happy'] appear more")):
+        read_source(study_params(data={"source": "us10k", "path": str(us10k.root)}).data)
+    cfd = make_cfd(tmp_path / "cfd", n_targets=4)
+    _rename_header_cell(cfd.root / CFD_WORKBOOK, CFD_SHEET, "Dominant", "Happy")
+    with pytest.raises(DataError, match=re.escape(f"sheet '{CFD_SHEET}': column(s) ['Happy'] appear more than once")):
+        read_source(study_params(data={"source": "cfd", "path": str(cfd.root)}).data)
