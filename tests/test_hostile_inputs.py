@@ -510,3 +510,30 @@ def test_repeated_attribute_column_in_workbooks_is_refused_naming_file_sheet_and
     _rename_header_cell(cfd.root / CFD_WORKBOOK, CFD_SHEET, "Dominant", "Happy")
     with pytest.raises(DataError, match=re.escape(f"sheet '{CFD_SHEET}': column(s) ['Happy'] appear more than once")):
         read_source(study_params(data={"source": "cfd", "path": str(cfd.root)}).data)
+
+
+@pytest.mark.parametrize("kind", ["gz", "zip"])
+def test_a_ratings_decompression_bomb_is_refused_before_it_fills_memory(tmp_path: Path, kind: str) -> None:
+    import zipfile
+
+    fixture = make_omi(tmp_path, n_faces=6, ratings=None)
+    rows = b"rating,attribute,rating_type,stimulus\n" + f"50,happy,normal,{fixture.ids[0]}\n".encode() * 1_000_000
+    if kind == "gz":
+        bomb = tmp_path / "attribute_ratings.csv.gz"
+        bomb.write_bytes(gzip.compress(rows, compresslevel=9))
+    else:
+        bomb = tmp_path / "attribute_ratings.zip"
+        with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("attribute_ratings.csv", rows)
+    assert len(rows) > 200 * bomb.stat().st_size  # ~20 MB from well under 100 kB
+    with pytest.raises(DataError, match=re.escape(f"{bomb}: decompresses to over 6,553,600 bytes, 100 times its")):
+        read_source(study_params(data={"source": "omi", "path": str(tmp_path)}).data)
+
+
+def test_the_real_omi_ratings_are_within_the_expansion_limit(omi_dev: Path) -> None:
+    from facetraits.data.sources.base import MAX_EXPANSION
+
+    raw = omi_dev / "attribute_ratings.csv.gz"
+    with gzip.open(raw) as stream:
+        expanded = sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 20), b""))
+    assert expanded < MAX_EXPANSION / 5 * raw.stat().st_size

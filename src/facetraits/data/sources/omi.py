@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +12,7 @@ import pandas as pd
 from facetraits.config import DataParams
 from facetraits.data.sources.base import (
     SourceTable,
+    bounded_decompression,
     long_ratings,
     numeric_ratings,
     read_csv_checked,
@@ -39,7 +42,12 @@ def _read_raw_ratings(root: Path) -> tuple[Path, pd.DataFrame] | None:
                     members = [m for m in archive.namelist() if m.endswith(".csv")]
                     if len(members) != 1:
                         raise DataError(f"{path}: expected one CSV member, found {members}")
-                    return path, read_csv_checked(lambda: archive.open(members[0]), path, dtype=RAW_TYPES)
+                    size = archive.getinfo(members[0]).compress_size
+                    member = bounded_decompression(partial(archive.open, members[0]), size, path)
+                    return path, read_csv_checked(member, path, dtype=RAW_TYPES)
+            if path.suffix == ".gz":
+                opened = bounded_decompression(partial(gzip.open, path), path.stat().st_size, path)
+                return path, read_csv_checked(opened, path, dtype=RAW_TYPES)
             return path, read_csv_checked(path, path, dtype=RAW_TYPES)
         except (OSError, zipfile.BadZipFile, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
             raise DataError(f"{path}: cannot read raw ratings: {exc}") from None
