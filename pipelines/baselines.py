@@ -11,6 +11,7 @@ from facetraits.config import load_params
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
 from facetraits.files import ready_outputs
+from facetraits.models.metrics import shown_score
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
 
 
@@ -40,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     human_text = (
-        f"human reliability mean {human['reliability_mean']:.3f} [{human['reliability_min']:.3f}, {human['reliability_max']:.3f}]"
+        f"human reliability mean {shown_score(human['reliability_mean'])} "
+        f"[{shown_score(human['reliability_min'])}, {shown_score(human['reliability_max'])}]"
         if "skipped" not in human
         else f"human reliability skipped: {human['skipped']}"
     )
     print(
-        f"{human_text}; hand-crafted SVR test mean Pearson r {metrics['handcrafted']['test']['pearson_mean']:.3f} "
+        f"{human_text}; hand-crafted SVR test mean Pearson r {shown_score(metrics['handcrafted']['test']['pearson_mean'])} "
         f"({', '.join(f'{k} {v:.1f} s' for k, v in results.seconds.items())}) -> {args.out}"
     )
     return 0

@@ -16,6 +16,7 @@ from facetraits.errors import FaceTraitsError
 from facetraits.files import ready_outputs
 from facetraits.models.evaluation import log_model, write_train_outputs
 from facetraits.models.face_module import load_module
+from facetraits.models.metrics import shown_score
 from facetraits.models.training import train_study
 from facetraits.sweep.outputs import read_best_params
 from facetraits.tracking import TAG_FINGERPRINT, TAG_VARIANT, flatten_params, stage_run
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = outputs.summary
     print(
         f"trained {len(fits)} model(s) on {len(data.attributes)} attribute(s): test mean Pearson r = "
-        f"{summary['test']['pearson_mean']:.3f} (val {summary['val']['pearson_mean']:.3f}) -> {args.models}, {args.out}"
+        f"{shown_score(summary['test']['pearson_mean'])} (val {shown_score(summary['val']['pearson_mean'])}) -> "
+        f"{args.models}, {args.out}"
     )
     return 0
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from facetraits import __version__
-from facetraits.config import METHOD_NAMES, load_params, parse_params
+from facetraits.config import METHOD_NAMES, load_params
 from facetraits.errors import FaceTraitsError
-from facetraits.files import atomic_path
+from facetraits.spreadsheet import write_csv
 
 
 def _check_params(args: argparse.Namespace) -> int:
@@ -25,11 +25,8 @@ def _predict(args: argparse.Namespace) -> int:
     from facetraits.predict import collect_images, load_predictor, predict_files
 
     table = predict_files(load_predictor(args.model), collect_images(args.paths), args.batch_size, args.square)
-    if args.out is None:
-        table.to_csv(sys.stdout, index=False)
-    else:
-        with atomic_path(args.out) as tmp:
-            table.to_csv(tmp, index=False)
+    write_csv(table, sys.stdout if args.out is None else args.out, index=False)
+    if args.out is not None:
         print(f"wrote {len(table)} predictions to {args.out}", file=sys.stderr)
     return 0
 
@@ -37,7 +34,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from facetraits.explain.single import explain_image_file
 
-    params = load_params(args.params) if args.params.is_file() else parse_params({}, source="defaults")
+    params = load_params(args.params)
     explain_image_file(args.image, args.model, args.attribute, args.method, params.explain, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
@@ -54,6 +51,16 @@ def _sweep_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="facetraits", description="How people judge faces, reproducibly.")
     parser.add_argument("--version", action="version", version=f"facetraits {__version__}")
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("paths", type=Path, nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--model", default="models/best.ckpt", help="checkpoint file or MLflow model URI")
     predict.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=_positive_int, default=32)
     predict.add_argument("--square", choices=["pad", "crop"], default="pad", help="how non-square images are squared")
     predict.set_defaults(run=_predict)
     explain = commands.add_parser("explain", help="write an attribution heatmap of one attribute for one face image")
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
     worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
     worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql+psycopg2://user@host/db")
-    worker.add_argument("--n-trials", type=int, required=True, help="trials this worker runs")
+    worker.add_argument("--n-trials", type=_positive_int, required=True, help="trials this worker runs")
     worker.add_argument("--params", type=Path, default=Path("params.yaml"))
     worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     worker.add_argument("--cache", type=Path, default=Path("results/sweep/cache"), help="frozen-feature cache")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import yaml
-from pydantic import ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import AllowInfNan, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from facetraits.errors import ConfigError
@@ -22,10 +23,14 @@ from facetraits.errors import ConfigError
 _FORBID_EXTRA = ConfigDict(extra="forbid")
 
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+# .inf / .nan are floats to YAML: every float knob refuses them here, in one place
+Float = Annotated[float, Strict(), AllowInfNan(False)]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Field(min_length=1), Strict()]
 PathStr = Annotated[str, Field(min_length=1), Strict()]
+
+# names that become paths, DVC stage names and shell words (dvc.yaml's `variant@<name>`)
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 SourceName = Literal["synthetic", "omi", "us10k", "cfd", "csv"]
 
@@ -227,6 +232,20 @@ class SearchSpace:
     batch_size: IntChoice | None = None
 
 
+# sweep.space key -> where the value lands in params.yaml
+SWEEP_TARGETS: dict[str, tuple[str, ...]] = {
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "dropout": ("model", "dropout"),
+    "head": ("model", "head"),
+    "head_hidden": ("model", "head_hidden"),
+    "loss": ("train", "loss"),
+    "trainable_blocks": ("model", "trainable_blocks"),
+    "augment_strength": ("train", "augment", "strength"),
+    "batch_size": ("train", "batch_size"),
+}
+
+
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class SweepParams:
     n_trials: Int = Field(0, ge=0)
@@ -290,9 +309,11 @@ class HandcraftedParams:
     lbp_radius: Float = Field(1.0, gt=0)
     hog_orientations: Int = Field(9, ge=2)
     hog_cell: Int = Field(8, ge=2)
-    c_grid: list[Float] = Field(default_factory=lambda: [0.1, 1.0, 10.0], min_length=1)
+    c_grid: list[Annotated[float, Strict(), AllowInfNan(False), Field(gt=0)]] = Field(
+        default_factory=lambda: [0.1, 1.0, 10.0], min_length=1
+    )
     epsilon: Float = Field(0.1, ge=0)
-    gamma: Literal["scale", "auto"] | Float = "scale"
+    gamma: Literal["scale", "auto"] | Annotated[float, Strict(), AllowInfNan(False), Field(gt=0)] = "scale"
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
@@ -343,6 +364,14 @@ class StudyParams:
     manifold: ManifoldParams = Field(default_factory=ManifoldParams)
     report: ReportParams = Field(default_factory=ReportParams)
     variants: dict[Str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names_are_plain(cls, variants: dict[str, Any]) -> dict[str, Any]:
+        bad = [name for name in variants if not VARIANT_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"variant name(s) {bad} may hold only letters, digits, '_' and '-'")
+        return variants
 
 
 def _dataclass_in(hint: Any) -> Any:
@@ -396,7 +425,31 @@ def parse_params(raw: Any, source: str = "params") -> StudyParams:
         raise ConfigError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return _check_variants(params, source)
+    return _check_variants(_check_sweep_space(params, source), source)
+
+
+def _check_sweep_space(params: StudyParams, source: str) -> StudyParams:
+    """Every value a sweep.space range or choice can give must be valid where it lands (lr > 0, ...)."""
+    problems = []
+    for name, target in SWEEP_TARGETS.items():
+        spec = getattr(params.sweep.space, name)
+        if spec is None:
+            continue
+        values = spec.choices if isinstance(spec, HeadChoice | LossChoice | IntChoice) else [spec.low, spec.high]
+        for value in values:
+            raw = dataclasses.asdict(dataclasses.replace(params, variants={}, sweep=SweepParams()))
+            node = raw
+            for key in target[:-1]:
+                node = node[key]
+            node[target[-1]] = value
+            try:
+                StudyParams(**raw)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                problems.append(f"{source}: sweep.space.{name}: {value!r} is not a valid {'.'.join(target)}: {reason}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return params
 
 
 def _check_variants(params: StudyParams, source: str) -> StudyParams:
@@ -436,14 +489,50 @@ def merge_overrides(params: StudyParams, overrides: dict[str, Any], source: str 
     return parse_params(merge(dataclasses.asdict(params), overrides), source=source)
 
 
-def load_params(path: Path | str) -> StudyParams:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load keeps the last of two equal keys silently; a parameter file means exactly what it says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` keys may be overridden, as YAML means
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path | str, what: str = "parameter file") -> Any:
+    """A YAML file's content; a missing, unreadable or malformed file, or a repeated key, names the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: parameter file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a {what}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a {what} (not UTF-8 text)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_params(path: Path | str) -> StudyParams:
+    raw = read_yaml(path)
+    if raw is None or raw == {}:
+        raise ConfigError(f"{path}: parameter file is empty (expected a mapping of sections, e.g. data:, train:)")
+    if isinstance(raw, dict) and "variants" in raw and not raw["variants"]:
+        raise ConfigError(
+            f"{path}: variants: name at least one variant (dvc.yaml's variant stage and the report read them); "
+            "to train none, remove the variant stage and results/variants from dvc.yaml"
+        )
     return parse_params(raw, source=str(path))

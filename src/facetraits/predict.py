@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from facetraits.data.images import load_face
 from facetraits.errors import ConfigError
@@ -45,22 +48,68 @@ def _pickle_refused() -> Iterator[None]:
             os.environ[_PICKLE_SWITCH] = previous
 
 
+def _not_loadable(model: str, reason: object) -> ConfigError:
+    return ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {reason}")
+
+
+def _refuse_unsafe_mlflow_model(folder: Path, model: str) -> None:
+    """Only the pickle-free torch.export (pt2) format facetraits logs, with no code of its own.
+
+    Checked before MLflow reads the folder: loading a pytorch-flavour model adds its `code` folder to
+    sys.path and imports the module a `pickle_module_info.txt` names, which runs code.
+    """
+    mlmodel = folder / "MLmodel"
+    try:
+        flavors = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+        raise _not_loadable(model, exc) from None
+    if not isinstance(flavors, dict) or not isinstance(flavors.get("pytorch"), dict):
+        raise _not_loadable(model, f"no pytorch flavor in {mlmodel}")
+    problems = [
+        f"flavor '{name}' names code folder {conf['code']!r}"
+        for name, conf in flavors.items()
+        if isinstance(conf, dict) and conf.get("code")
+    ]
+    if (folder / "code").exists():
+        problems.append("it has a code/ folder")
+    data = folder / "data"
+    if flavors["pytorch"].get("model_data") != "data" or not (data / "model.pt2").is_file():
+        problems.append("its weights are not data/model.pt2 (torch.export format)")
+    unsafe = sorted(p.name for p in data.glob("*") if p.name in ("model.pth", "pickle_module_info.txt"))
+    if unsafe:
+        problems.append(f"data/ holds pickle-format files {unsafe}")
+    if problems:
+        raise ConfigError(
+            f"--model: MLflow model '{model}' refused before loading: {'; '.join(problems)}; facetraits loads only "
+            "the pickle-free torch.export models its train stage logs"
+        )
+
+
 def load_predictor(model: str) -> Predictor:
     """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/..., a model folder)."""
     path = Path(model)
     if path.is_file():
         net = load_module(path).net
         return Predictor(net, net.attributes, net.image_size)
+    if not path.exists() and not urlparse(model).scheme:
+        raise ConfigError(f"--model: {model}: no such checkpoint file or MLflow model folder")
     import mlflow.pytorch
+    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
-    try:
-        metadata = get_model_info(model).metadata or {}
-        with _pickle_refused():
-            loaded = mlflow.pytorch.load_model(model)
-    except (MlflowException, OSError) as exc:
-        raise ConfigError(f"--model: '{model}' is neither a checkpoint file nor a loadable MLflow model: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp:
+        try:
+            folder = path if path.is_dir() else Path(download_artifacts(artifact_uri=model, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            raise _not_loadable(model, exc) from None
+        _refuse_unsafe_mlflow_model(folder, model)
+        try:
+            metadata = get_model_info(str(folder)).metadata or {}
+            with _pickle_refused():
+                loaded = mlflow.pytorch.load_model(str(folder))
+        except (MlflowException, OSError) as exc:
+            raise _not_loadable(model, exc) from None
     if "attributes" not in metadata or "image_size" not in metadata:
         raise ConfigError(f"--model: MLflow model '{model}' was not logged by facetraits (no attributes in its metadata)")
     return Predictor(loaded, tuple(metadata["attributes"]), int(metadata["image_size"]))

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -53,7 +55,8 @@ def test_split_metrics_equal_attribute_metrics_as_the_train_summary_rounds_them(
     metric.update(torch.tensor(predicted), torch.tensor(human), torch.arange(30))
     reference = metric.compute()
     scores = split_metrics(predicted, human, attributes)
-    assert set(scores) == {f"{n}_mean" for n in METRIC_NAMES} | set(METRIC_NAMES)
+    assert set(scores) == {f"{n}_mean" for n in METRIC_NAMES} | set(METRIC_NAMES) | {"undefined"}
+    assert scores["undefined"] == {}
     for name in METRIC_NAMES:
         assert scores[name] == {a: round(float(reference[f"{name}/{a}"]), 6) for a in attributes}
         assert scores[f"{name}_mean"] == round(float(np.mean(list(scores[name].values()))), 6)
@@ -62,3 +65,23 @@ def test_split_metrics_equal_attribute_metrics_as_the_train_summary_rounds_them(
     assert scores["pearson"]["happy"] == pytest.approx(
         stats.pearsonr(predicted[rated, 0], human[rated, 0])[0], abs=1e-5
     )
+
+
+def test_an_attribute_constant_over_the_split_is_undefined_not_zero_and_left_out_of_the_means() -> None:
+    rng = np.random.default_rng(2)
+    human = rng.normal(50, 20, size=(12, 2))
+    human[:, 1] = 40.0  # every face rated the same: no order to correlate with, no variance to explain
+    predicted = human + rng.normal(scale=5, size=(12, 2))
+    scores = split_metrics(predicted, human, ["happy", "flat"])
+    for name in ("pearson", "spearman", "r2"):
+        assert scores[name]["flat"] is None
+        assert scores[f"{name}_mean"] == scores[name]["happy"]
+        assert scores["undefined"][name] == ["flat"]
+    assert scores["mae"]["flat"] == pytest.approx(np.abs(predicted[:, 1] - 40.0).mean(), abs=1e-4)
+    metric = AttributeMetrics(["happy", "flat"])
+    metric.update(torch.tensor(predicted), torch.tensor(human), torch.arange(12))
+    computed = metric.compute()
+    assert torch.isnan(computed["pearson/flat"]) and torch.isnan(computed["r2/flat"])
+    assert float(computed["pearson_mean"]) == pytest.approx(float(computed["pearson/happy"]))
+    only_flat = split_metrics(predicted[:, 1:], human[:, 1:], ["flat"])
+    assert only_flat["pearson_mean"] is None and json.loads(json.dumps(only_flat, allow_nan=False)) == only_flat

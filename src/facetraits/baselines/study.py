@@ -18,6 +18,7 @@ from facetraits.config import BaselinesParams
 from facetraits.data.prepared import PreparedData
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.metrics import split_metrics
+from facetraits.spreadsheet import write_csv
 
 NO_RAW_RATINGS = "the data source has no per-rater ratings, so human split-half reliability cannot be estimated"
 
@@ -84,11 +85,14 @@ def baseline_metrics(data: PreparedData, results: BaselineResults) -> dict[str, 
     def by_attribute(column: str) -> dict[str, float | None]:
         return {a: None if np.isnan(v) else round(float(v), 6) for a, v in table[column].items()}
 
+    def summary(value: float) -> float | None:  # null when no attribute has enough faces for a reliability
+        return None if np.isnan(value) else round(float(value), 6)
+
     human_summary = {
-        "reliability_mean": round(float(table["reliability"].mean()), 6),
-        "reliability_min": round(float(table["reliability"].min()), 6),
-        "reliability_max": round(float(table["reliability"].max()), 6),
-        "ceiling_mean": round(float(table["ceiling"].mean()), 6),
+        "reliability_mean": summary(table["reliability"].mean()),
+        "reliability_min": summary(table["reliability"].min()),
+        "reliability_max": summary(table["reliability"].max()),
+        "ceiling_mean": summary(table["ceiling"].mean()),
         "reliability": by_attribute("reliability"),
         "ceiling": by_attribute("ceiling"),
     }
@@ -110,12 +114,11 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
         }
     )
     with atomic_directory(out_dir) as folder:
-        predictions.to_csv(folder / "handcrafted_predictions.csv", index=False)
+        write_csv(predictions, folder / "handcrafted_predictions.csv", index=False)
         if results.reliability is None:
-            pd.DataFrame(columns=["attribute", "reliability", "ceiling", "faces", "ratings_per_face"]).to_csv(
-                folder / "reliability.csv", index=False
-            )
+            empty = pd.DataFrame(columns=["attribute", "reliability", "ceiling", "faces", "ratings_per_face"])
+            write_csv(empty, folder / "reliability.csv", index=False)
         else:
-            results.reliability.to_csv(folder / "reliability.csv")
+            write_csv(results.reliability, folder / "reliability.csv")
         atomic_write_json(folder / "metrics.json", metrics)
     return metrics

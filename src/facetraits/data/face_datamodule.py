@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,15 @@ class FaceArrayDataset(Dataset):
         return image, self.targets[index], index
 
 
+def lone_last_face(faces: int, batch_size: int, world_size: int = 1) -> bool:
+    """Whether the last training batch of each process would hold one face: batch norm cannot train on it.
+
+    The train loaders drop that batch (one face an epoch, a different one each epoch as batches are shuffled).
+    """
+    per_process = math.ceil(faces / max(world_size, 1))
+    return per_process > 1 and per_process % batch_size == 1
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
     hflip: float
@@ -75,10 +85,12 @@ class FaceDataModule(L.LightningDataModule):
         self.datasets = {split: FaceArrayDataset(images_path, self.data.indices(split), targets) for split in SPLITS}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         return DataLoader(
             self.datasets[split],
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            drop_last=shuffle and lone_last_face(len(self.datasets[split]), self.hparams.batch_size, world_size),
             num_workers=self.hparams.num_workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=self.hparams.num_workers > 0,

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from facetraits.data.face_datamodule import lone_last_face
+
 
 class FeatureDataModule(L.LightningDataModule):
     """Lets a heads-only trial reuse the LightningModule, its metrics and callbacks unchanged."""
@@ -21,7 +23,9 @@ class FeatureDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True)
+        faces = len(self.datasets["train"])
+        drop = lone_last_face(faces, self.batch_size, self.trainer.world_size if self.trainer is not None else 1)
+        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True, drop_last=drop)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.datasets["val"], batch_size=self.batch_size)

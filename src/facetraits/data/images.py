@@ -28,6 +28,29 @@ def _square(image: Image.Image, square: Literal["crop", "pad"]) -> Image.Image:
     return canvas
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """Pillow clips 16/32-bit grey to 255 (pure white) when converting to RGB: scale by the true range instead."""
+    if image.mode not in (*_SIXTEEN_BIT_MODES, "I", "F"):
+        return image
+    values = np.asarray(image)
+    if image.mode == "F":
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise DataError(
+                f"{path}: floating-point image with values in [{np.nanmin(values):g}, {np.nanmax(values):g}]; "
+                "only [0, 1] is understood (save it as 8- or 16-bit)"
+            )
+        scaled = values * 255.0
+    else:
+        bits = 16 if image.mode in _SIXTEEN_BIT_MODES else int((getattr(image, "tag_v2", {}) or {}).get(258, (32,))[0])
+        if values.min() < 0:
+            raise DataError(f"{path}: {bits}-bit image with negative values (min {values.min()}); save it unsigned")
+        scaled = values.astype(np.float64) * (255.0 / (2**bits - 1))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_face(path: Path, size: int, square: Literal["crop", "pad"], max_pixels: int) -> np.ndarray:
     """(size, size, 3) uint8; every failure is a DataError naming the file."""
     try:
@@ -41,7 +64,7 @@ def load_face(path: Path, size: int, square: Literal["crop", "pad"], max_pixels:
                         f"over data.max_image_pixels = {max_pixels}"
                     )
                 opened.draft("RGB", (size, size))
-                image = ImageOps.exif_transpose(opened).convert("RGB")
+                image = _eight_bit(ImageOps.exif_transpose(opened), path).convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

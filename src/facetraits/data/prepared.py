@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from facetraits.data.prepare import FACES_FILE, IMAGES_FILE, MASKS_FILE, META_FILE, RATINGS_FILE
+from facetraits.data.sources.base import NA_OPTIONS
 from facetraits.errors import DataError
 
 
@@ -30,7 +31,7 @@ class PreparedData:
 
     def ratings(self) -> pd.DataFrame | None:
         path = self.root / RATINGS_FILE
-        return pd.read_csv(path, dtype={"id": str}) if path.is_file() else None
+        return pd.read_csv(path, dtype={"id": str}, **NA_OPTIONS) if path.is_file() else None
 
     def masks(self) -> np.ndarray | None:
         path = self.root / MASKS_FILE
@@ -43,7 +44,10 @@ def load_prepared(root: Path) -> PreparedData:
         if not (root / name).is_file():
             raise DataError(f"{root / name}: missing; run the prepare stage first (dvc repro prepare)")
     meta = json.loads((root / META_FILE).read_text(encoding="utf-8"))
-    faces = pd.read_csv(root / FACES_FILE, dtype={"id": str, "group": str, "source_file": str, "split": str})
+    # an id such as "NA" or "null" stays an id: only an empty cell (a missing rating) is missing
+    faces = pd.read_csv(
+        root / FACES_FILE, dtype={"id": str, "group": str, "source_file": str, "split": str}, **NA_OPTIONS
+    )
     images = np.load(root / IMAGES_FILE, mmap_mode="r")
     if len(images) != len(faces):
         raise DataError(f"{root}: {IMAGES_FILE} has {len(images)} faces but {FACES_FILE} has {len(faces)} rows")

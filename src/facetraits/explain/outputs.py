@@ -17,6 +17,7 @@ from facetraits.explain.maps import RunningMean
 from facetraits.explain.study import AttributeExplanation, mean_defined
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json
+from facetraits.spreadsheet import write_csv
 
 SCORES_FILE = "scores.json"
 MEAN_GRID_FILE = "mean_heatmaps.png"
@@ -120,7 +121,7 @@ def write_explain_outputs(
             selection = explanation.selection
             faces = np.asarray(data.images[selection.rows])
             folder.mkdir(parents=True)
-            _faces_table(data, explanation).to_csv(folder / "faces.csv", index=False)
+            write_csv(_faces_table(data, explanation), folder / "faces.csv", index=False)
             captions = [f"{p:.2f}" for p in selection.predicted[selection.gallery]]
             for result in explanation.methods:
                 method_folder = folder / result.method

@@ -43,6 +43,7 @@ from facetraits.manifold.scores import (
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import load_module
 from facetraits.models.training import backbone_features, predict_images
+from facetraits.spreadsheet import write_csv
 
 METRICS_FILE = "metrics.json"
 COORDINATES_FILE = "coordinates.csv"
@@ -336,9 +337,12 @@ def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutpu
         if shown is not None:
             atomic_write_text(folder / SCATTER_FILE, _scatter_page(study, shown))
         figure_seconds = time.perf_counter() - start
-        pd.concat(
-            [coordinates_table(study.ids, m.coords, m.source, m.method) for m in study.maps], ignore_index=True
-        ).to_csv(folder / COORDINATES_FILE, index=False, float_format="%.6g")
+        write_csv(
+            pd.concat([coordinates_table(study.ids, m.coords, m.source, m.method) for m in study.maps], ignore_index=True),
+            folder / COORDINATES_FILE,
+            index=False,
+            float_format="%.6g",
+        )
         metrics = metrics_summary(study, figure_seconds)
         atomic_write_json(folder / METRICS_FILE, metrics)
     return ManifoldOutputs(metrics, flat_metrics(metrics))
@@ -383,7 +387,7 @@ def _write_correlations(study: ManifoldStudy, folder: Path) -> None:
         (MODEL_CORRELATIONS, study.model_correlations, study.model_order, f"predicted: {faces}, clustered{versus}"),
         (MODEL_IN_HUMAN_ORDER, study.model_correlations, study.human_order, f"predicted, in human order{versus}"),
     ):
-        corr.loc[order, order].to_csv(folder / f"{stem}.csv", float_format="%.6g")
+        write_csv(corr.loc[order, order], folder / f"{stem}.csv", float_format="%.6g")
         save_figure(correlation_heatmap(corr, order, title), folder / FIGURES_DIR / f"{stem}.png")
 
 

@@ -16,11 +16,12 @@ import torchvision
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
-from facetraits.files import atomic_directory, atomic_path, atomic_write_json
+from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, load_module
-from facetraits.models.metrics import METRIC_NAMES
+from facetraits.models.metrics import METRIC_NAMES, rounded_scores
 from facetraits.models.training import FitResult, predict_images
+from facetraits.spreadsheet import write_csv
 from facetraits.tracking import StageRun
 
 
@@ -71,11 +72,8 @@ def summary_metrics(fits: Sequence[FitResult]) -> dict[str, Any]:
             source = fit.test if split == "test" else best_epoch(fit)
             for name in METRIC_NAMES:
                 for attribute in fit.attributes:
-                    per_attribute[name][attribute] = round(float(source[f"{split}/{name}/{attribute}"]), 6)
-        summary[split] = {
-            **{f"{name}_mean": round(float(np.mean(list(values.values()))), 6) for name, values in per_attribute.items()},
-            **per_attribute,
-        }
+                    per_attribute[name][attribute] = float(source[f"{split}/{name}/{attribute}"])
+        summary[split] = rounded_scores(per_attribute)
     summary["epochs"] = {",".join(fit.attributes) if len(fits) > 1 else "all": len(fit.history) for fit in fits}
     return summary
 
@@ -95,12 +93,12 @@ class TrainOutputs:
 
 
 def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """MLflow keys as the UI charts them: test/pearson/happy, test/pearson_mean, ..."""
-    flat: dict[str, float] = {}
+    """MLflow keys as the UI charts them: test/pearson/happy, test/pearson_mean, ...; undefined scores are not logged."""
+    flat: dict[str, float | None] = {}
     for name in METRIC_NAMES:
         flat[f"test/{name}_mean"] = summary["test"][f"{name}_mean"]
         flat.update({f"test/{name}/{a}": v for a, v in summary["test"][name].items()})
-    return flat
+    return {key: value for key, value in flat.items() if value is not None}
 
 
 def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
@@ -109,11 +107,9 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
     summary = summary_metrics(fits)
     atomic_write_json(out_dir / "metrics.json", summary)
     history = history_table(fits)
-    with atomic_path(out_dir / "history.csv") as tmp:
-        history.to_csv(tmp, index=False)
+    write_csv(history, out_dir / "history.csv", index=False)
     table = predictions_table(data, predict_all_faces(data, fits))
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, out_dir / "predictions.csv", index=False)
     artifacts = [(out_dir / "metrics.json", "train"), (out_dir / "history.csv", "train"), (out_dir / "predictions.csv", "train")]
     with atomic_directory(out_dir / "figures") as figures:  # a whole new folder: no figure of an earlier run stays
         save_figure(learning_curves(history), figures / "learning_curves.png")

@@ -118,6 +118,9 @@ def load_module(checkpoint: Path, map_location: str | torch.device = "cpu") -> F
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"{checkpoint}: checkpoint not found")
+    with checkpoint.open("rb") as file:
+        if file.read(4) != b"PK\x03\x04":
+            raise ConfigError(f"{checkpoint}: not a facetraits checkpoint (a checkpoint is a torch.save zip archive)")
     try:
         content = torch.load(checkpoint, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ class AttributeMetrics(Metric):
                 result[f"{name}/{attribute}"] = value
                 per_metric[name].append(value)
         for name, values in per_metric.items():
-            result[f"{name}_mean"] = torch.stack(values).mean()
+            result[f"{name}_mean"] = torch.stack(values).nanmean()  # NaN only when no attribute has a score
         return result
 
 
@@ -64,11 +65,17 @@ def _first_occurrence(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def attribute_scores(preds: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Scores of one attribute; a correlation that is undefined (constant predictions, < 2 faces) counts as 0."""
-    if len(target) < 2:
-        nan = torch.tensor(float("nan"), device=preds.device)
-        return {"pearson": torch.zeros_like(nan), "spearman": torch.zeros_like(nan), "mae": nan, "r2": nan}
-    constant = bool(preds.std() < 1e-12) or bool(target.std() < 1e-12)
+    """Scores of one attribute.
+
+    Undefined is not zero: with fewer than 2 rated faces, or human ratings that do not vary, r, rho and R²
+    are NaN (there is nothing to correlate with or explain) and are left out of the means. Constant
+    predictions of varying ratings carry no information about their order: r and rho count as 0.
+    """
+    nan = torch.tensor(float("nan"), device=preds.device)
+    if len(target) < 2 or bool(target.std() < 1e-12):
+        mae = mean_absolute_error(preds, target) if len(target) else nan
+        return {"pearson": nan, "spearman": nan, "mae": mae, "r2": nan}
+    constant = bool(preds.std() < 1e-12)
     zero = torch.zeros((), device=preds.device)
     return {
         "pearson": zero if constant else torch.nan_to_num(pearson_corrcoef(preds, target), nan=0.0),
@@ -76,6 +83,24 @@ def attribute_scores(preds: torch.Tensor, target: torch.Tensor) -> dict[str, tor
         "mae": mean_absolute_error(preds, target),
         "r2": r2_score(preds, target),
     }
+
+
+def rounded_scores(per_metric: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """A metrics.json section: `<metric>_mean`, per-attribute values (null where undefined), `undefined`.
+
+    Means are over the attributes with a score; `undefined` lists, per metric, the attributes left out.
+    """
+    section: dict[str, Any] = {}
+    undefined: dict[str, list[str]] = {}
+    for name, values in per_metric.items():
+        defined = {a: round(float(v), 6) for a, v in values.items() if math.isfinite(float(v))}
+        section[f"{name}_mean"] = round(float(np.mean(list(defined.values()))), 6) if defined else None
+        section[name] = {a: defined.get(a) for a in values}
+        missing = [a for a in values if a not in defined]
+        if missing:
+            undefined[name] = missing
+    section["undefined"] = undefined
+    return section
 
 
 def split_metrics(predicted: np.ndarray, human: np.ndarray, attributes: Sequence[str]) -> dict[str, Any]:
@@ -96,6 +121,10 @@ def split_metrics(predicted: np.ndarray, human: np.ndarray, attributes: Sequence
     for column, attribute in enumerate(attributes):
         observed = ~torch.isnan(target[:, column])
         for name, value in attribute_scores(preds[observed, column], target[observed, column]).items():
-            per_metric[name][attribute] = round(float(value), 6)
-    means = {f"{name}_mean": round(float(np.mean(list(values.values()))), 6) for name, values in per_metric.items()}
-    return {**means, **per_metric}
+            per_metric[name][attribute] = float(value)
+    return rounded_scores(per_metric)
+
+
+def shown_score(score: float | None) -> str:
+    """A mean score for a one-line summary: 'undefined' where no attribute has one."""
+    return "undefined" if score is None else f"{score:.3f}"

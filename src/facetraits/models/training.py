@@ -23,7 +23,7 @@ from facetraits.config import ModelParams, TrainParams
 from facetraits.data.face_datamodule import FaceDataModule
 from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
-from facetraits.errors import ConfigError
+from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
@@ -195,6 +195,21 @@ def train_study(
     ]
 
 
+MIN_SPLIT_FACES = 2
+
+
+def require_split_sizes(data: PreparedData, splits: Sequence[str]) -> None:
+    """Batch norm needs two faces a batch and a Pearson r two faces a split: refuse smaller splits up front."""
+    counts = {split: len(data.indices(split)) for split in ("train", "val", "test")}
+    small = [split for split in splits if counts[split] < MIN_SPLIT_FACES]
+    if small:
+        sizes = ", ".join(f"{split} {count}" for split, count in counts.items())
+        raise DataError(
+            f"{data.root}: the {' and '.join(small)} split(s) have fewer than {MIN_SPLIT_FACES} faces ({sizes}); "
+            "training needs at least 2 in each: add faces or change data.split"
+        )
+
+
 def fit_attributes(
     data: PreparedData,
     attributes: Sequence[str],
@@ -206,6 +221,7 @@ def fit_attributes(
     run_test: bool = True,
 ) -> FitResult:
     """Train one multi-output model on the train split, select by mean val Pearson, score on test."""
+    require_split_sizes(data, ("train", "val", "test") if run_test else ("train", "val"))
     started = time.perf_counter()
     runtime = Runtime.resolve(train)
     L.seed_everything(train.seed, workers=True, verbose=False)
@@ -277,6 +293,7 @@ def fit_heads_on_features(
     callbacks: Sequence[Callback] = (),
 ) -> pd.DataFrame:
     """Train only the heads on cached frozen-backbone features (no checkpoints): the epoch history."""
+    require_split_sizes(data, ("train", "val"))
     L.seed_everything(train.seed, workers=True, verbose=False)
     module = build_module(data, data.attributes, model, train, inputs="features")
     targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float32)

@@ -16,9 +16,11 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
+from facetraits.config import read_yaml
 from facetraits.errors import ConfigError
 from facetraits.files import atomic_directory, atomic_path, atomic_write_text
 from facetraits.sweep.space import as_overrides
+from facetraits.spreadsheet import write_csv
 
 TRIAL_COLUMNS = ("number", "state", "value")
 
@@ -59,12 +61,7 @@ def write_best_params(path: Path, best: dict[str, Any]) -> None:
 
 def read_best_params(path: Path) -> dict[str, Any]:
     """The `overrides` mapping of a best_params.yaml; errors name the file."""
-    try:
-        content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: best-params file not found (run the sweep stage first)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    content = read_yaml(path, "best-params file")
     if not isinstance(content, dict) or not isinstance(content.get("overrides"), dict):
         raise ConfigError(f"{path}: expected a mapping with an 'overrides' mapping")
     return content["overrides"]
@@ -99,6 +96,5 @@ def write_figures(study: optuna.Study | None, folder: Path) -> list[Path]:
 
 def write_trials(study: optuna.Study | None, path: Path) -> pd.DataFrame:
     table = trials_table(study)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, path, index=False)
     return table

@@ -7,20 +7,8 @@ from typing import Any
 
 import optuna
 
+from facetraits.config import SWEEP_TARGETS as TARGETS
 from facetraits.config import FloatRange, IntRange, SearchSpace
-
-# sweep.space key -> where the value lands in params.yaml
-TARGETS: dict[str, tuple[str, ...]] = {
-    "lr": ("train", "lr"),
-    "weight_decay": ("train", "weight_decay"),
-    "dropout": ("model", "dropout"),
-    "head": ("model", "head"),
-    "head_hidden": ("model", "head_hidden"),
-    "loss": ("train", "loss"),
-    "trainable_blocks": ("model", "trainable_blocks"),
-    "augment_strength": ("train", "augment", "strength"),
-    "batch_size": ("train", "batch_size"),
-}
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:

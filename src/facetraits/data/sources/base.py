@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,10 @@ from facetraits.errors import DataError
 RESERVED_COLUMNS = ("id", "source_file", "group", "split")
 RATING_COLUMNS = ("id", "attribute", "rating", "rater", "rating_type")
 _MAX_LISTED = 5
+# attribute names become file names (figures/scatter/<name>.png) and MLflow metric keys
+ATTRIBUTE_NAME = re.compile(r"\w(?:[\w .-]*\w)?")
+# only an empty cell is a missing value: 'NA', 'NaN', 'null' in a data file are text, refused as ratings
+NA_OPTIONS = {"keep_default_na": False, "na_values": [""]}
 
 RowLabel = Callable[[int], str]
 
@@ -68,12 +75,73 @@ def select_attributes(available: Sequence[str], wanted: str | Sequence[str], fil
                 f"data.attributes: unknown attribute(s) {unknown} for {file}; available: {list(available)}"
             )
         chosen = tuple(wanted)
+    unsafe = [a for a in chosen if not ATTRIBUTE_NAME.fullmatch(str(a))]
+    if unsafe:
+        raise DataError(
+            f"{file}: attribute column(s) {unsafe}: a name may hold only letters, digits, spaces, '_', '-' and '.', "
+            "and must begin and end with a letter or digit (it becomes a file name and an MLflow key)"
+        )
     reserved = [a for a in chosen if a in RESERVED_COLUMNS]
     if reserved:
         raise DataError(f"{file}: attribute column(s) {reserved} clash with the reserved names {RESERVED_COLUMNS}")
     if not chosen:
         raise DataError(f"{file}: no attribute columns found")
     return chosen
+
+
+# compressed tables expand ~10x (OMI's raw ratings: 2.4 MB -> 23.7 MB); a gzip or zip bomb ~1000x
+MAX_EXPANSION = 100
+_SMALLEST_BUDGET = 1 << 16
+
+
+class _ExpansionLimit(io.RawIOBase):
+    def __init__(self, stream: io.IOBase, limit: int, file: Path) -> None:
+        super().__init__()
+        self.stream, self.limit, self.file, self.count = stream, limit, file, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        if self.count > self.limit:
+            raise DataError(
+                f"{self.file}: decompresses to over {self.limit:,} bytes, {MAX_EXPANSION} times its compressed size; "
+                "refused as a decompression bomb (decompress it yourself if it is genuine)"
+            )
+        return len(data)
+
+
+def bounded_decompression(
+    open_stream: Callable[[], io.IOBase], compressed_size: int, file: Path
+) -> Callable[[], io.BufferedReader]:
+    """Opens a decompressing stream that stops at MAX_EXPANSION x the compressed size: memory follows the file's size."""
+    limit = MAX_EXPANSION * max(compressed_size, _SMALLEST_BUDGET)
+    return lambda: io.BufferedReader(_ExpansionLimit(open_stream(), limit, file))
+
+
+def refuse_repeated_columns(names: Sequence[object], file: Path | str, may_repeat: Sequence[str] = ()) -> None:
+    """pandas renames a second `happy` column `happy.1` and goes on: two columns of one name are an error."""
+    counts = Counter(str(n).strip() for n in names if not pd.isna(n) and str(n).strip() not in may_repeat)
+    repeated = [name for name, count in counts.items() if count > 1]
+    if repeated:
+        raise DataError(f"{file}: column(s) {repeated} appear more than once in the header; rename or remove the copies")
+
+
+def read_csv_checked(
+    source: Path | Callable[[], object], file: Path, may_repeat: Sequence[str] = (), **options: object
+) -> pd.DataFrame:
+    """pd.read_csv where only an empty cell is missing and a repeated column name is refused.
+
+    `source` is a path, or a function opening the CSV afresh (a zip member): the header is read first.
+    """
+    opened = source if isinstance(source, Path) else source()
+    header = pd.read_csv(opened, header=None, nrows=1, dtype=str, **NA_OPTIONS).iloc[0].tolist()
+    refuse_repeated_columns(header, file, may_repeat)
+    opened = source if isinstance(source, Path) else source()
+    return pd.read_csv(opened, **{**NA_OPTIONS, **options})
 
 
 def _listed(labels: Sequence[str]) -> str:

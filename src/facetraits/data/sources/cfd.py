@@ -14,8 +14,10 @@ import pandas as pd
 
 from facetraits.config import DataParams
 from facetraits.data.sources.base import (
+    NA_OPTIONS,
     SourceTable,
     numeric_ratings,
+    refuse_repeated_columns,
     require_file,
     resolve_inside,
     select_attributes,
@@ -46,7 +48,7 @@ def _norming_sheet(path: Path, sheet: str | None) -> tuple[str, pd.DataFrame]:
         sheet = norming[0]
     elif sheet not in workbook.sheet_names:
         raise DataError(f"{path}: no sheet {sheet!r} (data.cfd.sheet); sheets: {workbook.sheet_names}")
-    return sheet, pd.read_excel(workbook, sheet_name=sheet, header=None)
+    return sheet, pd.read_excel(workbook, sheet_name=sheet, header=None, **NA_OPTIONS)
 
 
 def _header_row(grid: pd.DataFrame, where: str) -> int:
@@ -85,6 +87,7 @@ def read_cfd(params: DataParams) -> SourceTable:
     rating_columns = [c for c in RATING_COLUMNS if c in columns]
     available = rating_columns if params.attributes == "all" else [c for c in columns if c != id_column]
     attributes = select_attributes(available, params.attributes, where)
+    refuse_repeated_columns([c for c in columns if c in (id_column, *attributes)], where)
     means = numeric_ratings(body[list(attributes)], SCALE, where, rows).reset_index(drop=True)
 
     images_dir = resolve_inside(root, settings.images, "data.cfd.images")

@@ -11,6 +11,7 @@ from facetraits.data.sources.base import (
     SourceTable,
     long_ratings,
     numeric_ratings,
+    read_csv_checked,
     require_columns,
     require_file,
     resolve_inside,
@@ -25,7 +26,7 @@ RAW_COLUMNS = ("image", "attribute", "rating")
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return read_csv_checked(path, path, dtype=str)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot parse CSV: {exc}") from None
 
@@ -39,10 +40,17 @@ def read_csv_source(params: DataParams) -> SourceTable:
     require_columns(table, key_columns, table_file)
     rows = sheet_rows()
     images = table[settings.image_column].fillna("").str.strip()
+    first_row: dict[Path, int] = {}
     for i, image in enumerate(images):
         if not image:
             raise DataError(f"{table_file} {rows(i)}: empty image path in column '{settings.image_column}'")
-        resolve_inside(root, image, f"{table_file} {rows(i)}")
+        resolved = resolve_inside(root, image, f"{table_file} {rows(i)}")
+        if resolved in first_row:  # one face counted twice, e.g. `a.png` and `./a.png` under two ids
+            raise DataError(
+                f"{table_file}: column '{settings.image_column}': {rows(first_row[resolved])} and {rows(i)} "
+                f"name the same image file {image!r}"
+            )
+        first_row[resolved] = i
     ids = unique_ids(table[settings.id_column] if settings.id_column else images, table_file, rows)
     groups = table[settings.group_column].astype(str) if settings.group_column else ids
     attributes = select_attributes([c for c in table.columns if c not in key_columns], params.attributes, table_file)

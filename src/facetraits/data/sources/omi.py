@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +12,10 @@ import pandas as pd
 from facetraits.config import DataParams
 from facetraits.data.sources.base import (
     SourceTable,
+    bounded_decompression,
     long_ratings,
     numeric_ratings,
+    read_csv_checked,
     require_columns,
     require_file,
     resolve_inside,
@@ -24,6 +28,7 @@ from facetraits.errors import DataError
 SCALE = (0.0, 100.0)
 RAW_RATING_FILES = ("attribute_ratings.csv.gz", "attribute_ratings.csv", "attribute_ratings.zip")
 RAW_COLUMNS = ("rating", "attribute", "rating_type", "stimulus")
+RAW_TYPES = {"stimulus": str, "attribute": str}
 
 
 def _read_raw_ratings(root: Path) -> tuple[Path, pd.DataFrame] | None:
@@ -37,9 +42,13 @@ def _read_raw_ratings(root: Path) -> tuple[Path, pd.DataFrame] | None:
                     members = [m for m in archive.namelist() if m.endswith(".csv")]
                     if len(members) != 1:
                         raise DataError(f"{path}: expected one CSV member, found {members}")
-                    with archive.open(members[0]) as member:
-                        return path, pd.read_csv(member, dtype={"stimulus": str, "attribute": str})
-            return path, pd.read_csv(path, dtype={"stimulus": str, "attribute": str})
+                    size = archive.getinfo(members[0]).compress_size
+                    member = bounded_decompression(partial(archive.open, members[0]), size, path)
+                    return path, read_csv_checked(member, path, dtype=RAW_TYPES)
+            if path.suffix == ".gz":
+                opened = bounded_decompression(partial(gzip.open, path), path.stat().st_size, path)
+                return path, read_csv_checked(opened, path, dtype=RAW_TYPES)
+            return path, read_csv_checked(path, path, dtype=RAW_TYPES)
         except (OSError, zipfile.BadZipFile, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
             raise DataError(f"{path}: cannot read raw ratings: {exc}") from None
     return None
@@ -49,8 +58,8 @@ def read_omi(params: DataParams) -> SourceTable:
     root = Path(params.path)
     means_file = require_file(resolve_inside(root, params.omi.means, "data.omi.means"), "OMI means table")
     try:
-        table = pd.read_csv(means_file, dtype={"stimulus": str})
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        table = read_csv_checked(means_file, means_file, dtype={"stimulus": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{means_file}: cannot parse CSV: {exc}") from None
     require_columns(table, ["stimulus"], means_file)
     rows = sheet_rows()

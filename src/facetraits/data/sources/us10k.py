@@ -9,9 +9,12 @@ import pandas as pd
 
 from facetraits.config import DataParams
 from facetraits.data.sources.base import (
+    NA_OPTIONS,
     SourceTable,
     long_ratings,
     numeric_ratings,
+    read_csv_checked,
+    refuse_repeated_columns,
     require_file,
     resolve_inside,
     select_attributes,
@@ -27,14 +30,17 @@ NOT_ATTRIBUTES = ("Image #", "catch", "catchAns", "subage", "submale", "subrace"
 
 
 def read_sheet(path: Path, sheet: str | None) -> pd.DataFrame:
-    """A CSV, or one sheet of a workbook; errors name the file and sheet."""
+    """A CSV, or one sheet of a workbook; errors name the file and sheet. Only rater columns may repeat."""
     try:
         if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
-            return pd.read_excel(path, sheet_name=sheet if sheet is not None else 0)
-        return pd.read_csv(path)
+            name = sheet if sheet is not None else 0
+            header = pd.read_excel(path, sheet_name=name, header=None, nrows=1).iloc[0].tolist()
+            refuse_repeated_columns(header, f"{path} sheet {sheet!r}", may_repeat=NOT_ATTRIBUTES)
+            return pd.read_excel(path, sheet_name=name, **NA_OPTIONS)
+        return read_csv_checked(path, path, may_repeat=NOT_ATTRIBUTES)
     except ValueError as exc:
         raise DataError(f"{path}: cannot read sheet {sheet!r}: {exc}") from None
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IndexError) as exc:
         raise DataError(f"{path}: cannot read table: {exc}") from None
 
 
