@@ -36,33 +36,56 @@ def _module(params: StudyParams, attributes: list[str], size: int) -> FaceTraits
     return FaceTraitsModule(attributes, [0.0] * n, [1.0] * n, size, dataclasses.asdict(params.model), optim)
 
 
-def raw_rate(params: StudyParams, size: int, batch: int, steps: int = 3) -> float:
-    module = _module(params, ["a"] * 10, size).train()
+def raw_rate(
+    params: StudyParams, size: int, batch: int, steps: int = 3, precision: str = "32-true", channels_last: bool = False,
+    device: str = "cpu",
+) -> float:
+    """Images/s of forward+backward+step on one in-memory batch (the first step is a warm-up)."""
+    module = _module(params, ["a"] * 10, size).train().to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad])
-    images, target = torch.rand(batch, 3, size, size), torch.randn(batch, 10)
+    images = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+    target = torch.randn(batch, 10, device=device)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     for step in range(steps + 1):
         if step == 1:
+            _synchronize(device)
             started = time.perf_counter()
         optimizer.zero_grad()
-        module.loss(module.net.standardized(images), target).backward()
+        with autocast:
+            loss = module.loss(module.net.standardized(images).float(), target)
+        loss.backward()
         optimizer.step()
+    _synchronize(device)
     return batch * steps / (time.perf_counter() - started)
 
 
-class EpochTimer(L.Callback):
-    """Wall time of the training epochs alone (validation, test and checkpoints excluded)."""
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
-    def __init__(self) -> None:
+
+class EpochTimer(L.Callback):
+    """Wall time of the training epochs alone (validation, test and checkpoints excluded), after `warmup` epochs."""
+
+    def __init__(self, warmup: int = 0) -> None:
+        self.warmup = warmup
         self.seconds = 0.0
+        self.epochs = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+        if batch_idx == trainer.num_training_batches - 1:
+            _synchronize(str(pl_module.device))  # the GPU has finished the epoch's work, not just queued it
         self.last_batch = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds += self.last_batch - self.started
+        if trainer.current_epoch >= self.warmup:
+            self.seconds += self.last_batch - self.started
+            self.epochs += 1
 
 
 def pipeline(args: argparse.Namespace) -> None:
