@@ -1,7 +1,7 @@
 """Training throughput against the raw backbone, and the cost of the per-attribute protocol.
 
     python benchmarks/train_throughput.py pipeline --size 128 224
-    python benchmarks/train_throughput.py protocols --prepared data/omi-prepared --epochs 1
+    python benchmarks/train_throughput.py protocols --prepared data/omi-prepared --epochs 1 --workers 1 2
     python benchmarks/train_throughput.py accuracy --prepared data/omi-prepared
 
 `pipeline`: images/s of one training epoch through the data module and Lightning (augmentation,
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -107,14 +108,27 @@ def pipeline(args: argparse.Namespace) -> None:
 
 
 def protocols(args: argparse.Namespace) -> None:
+    """Shared backbone, then one model per attribute with each --workers count (train.attribute_workers)."""
     data = load_prepared(Path(args.prepared))
-    for protocol in ("shared", "per_attribute"):
-        params = parse_params({"train": {"protocol": protocol, "max_epochs": args.epochs, "progress_bar": False}})
+    if args.attributes:
+        data = type(data)(data.root, data.images, data.faces, {**data.meta, "attributes": list(data.attributes[: args.attributes])})
+    runs = [("shared", 1)] + [("per_attribute", workers) for workers in args.workers]
+    for protocol, workers in runs:
+        params = parse_params({"train": {"protocol": protocol, "max_epochs": args.epochs, "progress_bar": False,
+                                         "attribute_workers": workers}})  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
+            cpu = _cpu_seconds()
             started = time.perf_counter()
             train_study(data, params.model, params.train, Path(tmp))
-        print(json.dumps({"protocol": protocol, "attributes": len(data.attributes), "epochs": args.epochs,
-                          "image_size": int(data.images.shape[1]), "seconds": round(time.perf_counter() - started, 1)}))  # fmt: skip
+        print(json.dumps({"protocol": protocol, "attribute_workers": workers, "attributes": len(data.attributes),
+                          "epochs": args.epochs, "image_size": int(data.images.shape[1]),
+                          "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(_cpu_seconds() - cpu, 1)}))  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and its finished children (the attribute workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -138,6 +152,8 @@ def main() -> None:
     two = commands.add_parser("protocols")
     two.add_argument("--prepared", required=True)
     two.add_argument("--epochs", type=int, default=1)
+    two.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="attribute_workers values for per_attribute")
+    two.add_argument("--attributes", type=int, default=0, help="only the first N attributes (0 = all)")
     two.set_defaults(run=protocols)
     three = commands.add_parser("accuracy")
     three.add_argument("--prepared", required=True)
