@@ -1,7 +1,7 @@
 """Training throughput against the raw backbone, and the cost of the per-attribute protocol.
 
     python benchmarks/train_throughput.py pipeline --size 128 224
-    python benchmarks/train_throughput.py protocols --prepared data/omi-prepared --epochs 1
+    python benchmarks/train_throughput.py protocols --prepared data/omi-prepared --epochs 1 --workers 1 2
     python benchmarks/train_throughput.py accuracy --prepared data/omi-prepared
 
 `pipeline`: images/s of one training epoch through the data module and Lightning (augmentation,
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -36,33 +37,56 @@ def _module(params: StudyParams, attributes: list[str], size: int) -> FaceTraits
     return FaceTraitsModule(attributes, [0.0] * n, [1.0] * n, size, dataclasses.asdict(params.model), optim)
 
 
-def raw_rate(params: StudyParams, size: int, batch: int, steps: int = 3) -> float:
-    module = _module(params, ["a"] * 10, size).train()
+def raw_rate(
+    params: StudyParams, size: int, batch: int, steps: int = 3, precision: str = "32-true", channels_last: bool = False,
+    device: str = "cpu",
+) -> float:
+    """Images/s of forward+backward+step on one in-memory batch (the first step is a warm-up)."""
+    module = _module(params, ["a"] * 10, size).train().to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad])
-    images, target = torch.rand(batch, 3, size, size), torch.randn(batch, 10)
+    images = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+    target = torch.randn(batch, 10, device=device)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     for step in range(steps + 1):
         if step == 1:
+            _synchronize(device)
             started = time.perf_counter()
         optimizer.zero_grad()
-        module.loss(module.net.standardized(images), target).backward()
+        with autocast:
+            loss = module.loss(module.net.standardized(images).float(), target)
+        loss.backward()
         optimizer.step()
+    _synchronize(device)
     return batch * steps / (time.perf_counter() - started)
 
 
-class EpochTimer(L.Callback):
-    """Wall time of the training epochs alone (validation, test and checkpoints excluded)."""
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
-    def __init__(self) -> None:
+
+class EpochTimer(L.Callback):
+    """Wall time of the training epochs alone (validation, test and checkpoints excluded), after `warmup` epochs."""
+
+    def __init__(self, warmup: int = 0) -> None:
+        self.warmup = warmup
         self.seconds = 0.0
+        self.epochs = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int) -> None:
+        if batch_idx == trainer.num_training_batches - 1:
+            _synchronize(str(pl_module.device))  # the GPU has finished the epoch's work, not just queued it
         self.last_batch = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds += self.last_batch - self.started
+        if trainer.current_epoch >= self.warmup:
+            self.seconds += self.last_batch - self.started
+            self.epochs += 1
 
 
 def pipeline(args: argparse.Namespace) -> None:
@@ -84,14 +108,27 @@ def pipeline(args: argparse.Namespace) -> None:
 
 
 def protocols(args: argparse.Namespace) -> None:
+    """Shared backbone, then one model per attribute with each --workers count (train.attribute_workers)."""
     data = load_prepared(Path(args.prepared))
-    for protocol in ("shared", "per_attribute"):
-        params = parse_params({"train": {"protocol": protocol, "max_epochs": args.epochs, "progress_bar": False}})
+    if args.attributes:
+        data = type(data)(data.root, data.images, data.faces, {**data.meta, "attributes": list(data.attributes[: args.attributes])})
+    runs = [("shared", 1)] + [("per_attribute", workers) for workers in args.workers]
+    for protocol, workers in runs:
+        params = parse_params({"train": {"protocol": protocol, "max_epochs": args.epochs, "progress_bar": False,
+                                         "attribute_workers": workers}})  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
+            cpu = _cpu_seconds()
             started = time.perf_counter()
             train_study(data, params.model, params.train, Path(tmp))
-        print(json.dumps({"protocol": protocol, "attributes": len(data.attributes), "epochs": args.epochs,
-                          "image_size": int(data.images.shape[1]), "seconds": round(time.perf_counter() - started, 1)}))  # fmt: skip
+        print(json.dumps({"protocol": protocol, "attribute_workers": workers, "attributes": len(data.attributes),
+                          "epochs": args.epochs, "image_size": int(data.images.shape[1]),
+                          "seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(_cpu_seconds() - cpu, 1)}))  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and its finished children (the attribute workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -115,6 +152,8 @@ def main() -> None:
     two = commands.add_parser("protocols")
     two.add_argument("--prepared", required=True)
     two.add_argument("--epochs", type=int, default=1)
+    two.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="attribute_workers values for per_attribute")
+    two.add_argument("--attributes", type=int, default=0, help="only the first N attributes (0 = all)")
     two.set_defaults(run=protocols)
     three = commands.add_parser("accuracy")
     three.add_argument("--prepared", required=True)

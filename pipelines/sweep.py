@@ -11,8 +11,6 @@ from facetraits.data.prepared import load_prepared
 from facetraits.errors import FaceTraitsError
 from facetraits.files import ready_outputs
 from facetraits.sweep.outputs import best_overrides, write_best_params, write_figures, write_trials
-from facetraits.sweep.study import finished_trials, run_sweep, study_name
-from facetraits.sweep.trial_runs import log_trial_run, missing_trial_runs
 from facetraits.tracking import TAG_FINGERPRINT, flatten_params, stage_run
 
 
@@ -30,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
             run.set_tags({TAG_FINGERPRINT: fingerprint})
             study = None
             if params.sweep.n_trials > 0:
+                # imported only when trials run: Lightning and its Optuna integration take ~8-14 s to import,
+                # the default study's whole sweep stage without them is a few seconds
+                from facetraits.sweep.study import finished_trials, run_sweep, study_name
+                from facetraits.sweep.trial_runs import log_trial_run, missing_trial_runs
+
                 storage = params.sweep.storage or f"sqlite:///{(args.out / 'optuna.db').resolve()}"
                 name = study_name(params, fingerprint)
                 run.set_tags({"optuna.study": name, "optuna.storage": storage.split("@")[-1]})

@@ -177,6 +177,7 @@ class TrainParams:
     channels_last: Literal["auto"] | Bool = "auto"
     resume: Bool = True
     progress_bar: Bool = True
+    attribute_workers: Literal["auto"] | Annotated[int, Strict(), Field(ge=1)] = "auto"
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

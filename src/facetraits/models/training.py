@@ -96,6 +96,12 @@ def run_signature(**parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def fit_signature(data: PreparedData, attributes: Sequence[str], model: ModelParams, train: TrainParams) -> str:
+    """What makes two fits the same: where they run (attribute_workers) is left out."""
+    settings = {k: v for k, v in dataclasses.asdict(train).items() if k != "attribute_workers"}
+    return run_signature(attributes=list(attributes), model=dataclasses.asdict(model), train=settings, fingerprint=data.meta.get("fingerprint"))
+
+
 def _resume_checkpoint(checkpoint_dir: Path, signature: str, resume: bool) -> Path | None:
     state_file, last = checkpoint_dir / STATE_FILE, checkpoint_dir / f"{LAST}.ckpt"
     if resume and state_file.is_file() and last.is_file():
@@ -189,10 +195,9 @@ def train_study(
     """The shared backbone (one fit, every attribute) or the paper's protocol: one model per attribute."""
     if train.protocol == "shared":
         return [fit_attributes(data, data.attributes, model, train, checkpoint_dir, logger_for(None), extra_callbacks)]
-    return [
-        fit_attributes(data, [attribute], model, train, checkpoint_dir / attribute, logger_for(attribute), extra_callbacks)
-        for attribute in data.attributes
-    ]
+    from facetraits.models.scheduling import fit_per_attribute  # it builds on this module
+
+    return fit_per_attribute(data, model, train, checkpoint_dir, logger_for, extra_callbacks)
 
 
 MIN_SPLIT_FACES = 2
@@ -230,10 +235,7 @@ def fit_attributes(
         module = module.to(memory_format=torch.channels_last)
     datamodule = build_datamodule(data, attributes, train, runtime)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    signature = run_signature(
-        attributes=list(attributes), model=dataclasses.asdict(model), train=dataclasses.asdict(train),
-        fingerprint=data.meta.get("fingerprint"),
-    )  # fmt: skip
+    signature = fit_signature(data, attributes, model, train)
     resume_from = _resume_checkpoint(checkpoint_dir, signature, train.resume)
     resumed_epoch = None if resume_from is None else _checkpoint_epoch(resume_from)
     history = EpochHistory()
