@@ -125,17 +125,26 @@ class DataParams:
         return attributes
 
 
-BackboneName = Literal["vgg16", "vgg16_bn", "resnet18", "resnet50", "vit_b_16"]
-
-
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class ModelParams:
-    backbone: BackboneName = "vgg16_bn"
+    backbone: Str = "vgg16_bn"
     weights: Str = "none"
     trainable_blocks: Int = Field(5, ge=0, le=5)
     head: Literal["linear", "mlp"] = "mlp"
     head_hidden: Int = Field(128, ge=1)
     dropout: Float = Field(0.2, ge=0, lt=1)
+    pool: Literal["avg", "avgmax"] = "avg"
+    hflip_average: Bool = False
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, backbone: str) -> str:
+        # the one list of backbones; imported here, not at the top, so reading params does not load torch
+        from facetraits.models.components.backbones import BACKBONE_LABELS
+
+        if backbone not in BACKBONE_LABELS:
+            raise ValueError(f"unknown backbone '{backbone}'; known: {sorted(BACKBONE_LABELS)}")
+        return backbone
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

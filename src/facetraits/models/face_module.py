@@ -22,7 +22,8 @@ MONITOR = "val/pearson_mean"
 class FaceTraitsModule(L.LightningModule):
     """Hyperparameters are plain dicts and lists, so checkpoints load with `weights_only=True`.
 
-    model: backbone, weights, trainable_blocks, head, head_hidden, dropout.
+    model: backbone, weights, trainable_blocks, head, head_hidden, dropout, pool, hflip_average (the last two
+    absent from checkpoints older than them: avg, False).
     optim: loss, huber_delta, pearson_weight, optimizer, lr, backbone_lr_scale, weight_decay, momentum,
     scheduler, max_epochs.
     inputs: "images", or "features" when batches hold cached frozen-backbone features (sweep trials
@@ -42,11 +43,14 @@ class FaceTraitsModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.attributes = list(attributes)
-        backbone = build_backbone(model["backbone"], model["weights"], model["trainable_blocks"], image_size)
+        backbone = build_backbone(
+            model["backbone"], model["weights"], model["trainable_blocks"], image_size, model.get("pool", "avg")
+        )
         heads = build_heads(model["head"], backbone.feature_dim, len(attributes), model["head_hidden"], model["dropout"])
         self.net = FaceTraitsNet(
-            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size
-        )
+            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size,
+            model.get("hflip_average", False),
+        )  # fmt: skip
         self.loss = MaskedRegressionLoss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)

@@ -15,18 +15,12 @@ from facetraits.data.prepared import PreparedData
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_write_json, atomic_write_text
+from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.render import bar_chart, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
-BACKBONE_LABELS = {
-    "vgg16": "VGG16",
-    "vgg16_bn": "VGG16-BN",
-    "resnet18": "ResNet-18",
-    "resnet50": "ResNet-50",
-    "vit_b_16": "ViT-B/16",
-}
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
