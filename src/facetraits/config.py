@@ -156,7 +156,7 @@ class AugmentParams:
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class TrainParams:
-    protocol: Literal["shared", "per_attribute"] = "shared"
+    protocol: Literal["shared", "per_attribute", "probe"] = "shared"
     loss: Literal["mse", "smooth_l1", "huber", "mse_pearson"] = "mse"
     huber_delta: Float = Field(1.0, gt=0)
     pearson_weight: Float = Field(0.5, ge=0)
@@ -181,6 +181,10 @@ class TrainParams:
     channels_last: Literal["auto"] | Bool = "auto"
     resume: Bool = True
     progress_bar: Bool = True
+    # probe protocol: ridge penalties tried per attribute (on standardized features), chosen by val Pearson r
+    ridge_alphas: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [10.0**power for power in range(-1, 7)], min_length=1
+    )
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
