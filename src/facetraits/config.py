@@ -165,7 +165,8 @@ class TrainParams:
     backbone_lr_scale: Float = Field(1.0, gt=0)
     weight_decay: Float = Field(1e-4, ge=0)
     momentum: Float = Field(0.9, ge=0, lt=1)
-    scheduler: Literal["cosine", "none"] = "cosine"
+    scheduler: Literal["cosine", "none", "onecycle"] = "cosine"
+    warmup_share: Float = Field(0.3, gt=0, lt=1)  # onecycle: share of the steps spent warming up
     batch_size: Int = Field(32, ge=1)
     max_epochs: Int = Field(5, ge=1)
     patience: Int = Field(3, ge=1)

@@ -1,6 +1,6 @@
 """Linear probe: closed-form ridge regression per attribute on frozen, standardized backbone features.
 
-One SVD of the train features gives the ridge solution for every penalty and attribute at once; each
+One eigendecomposition of the train features' Gram matrix gives the ridge solution for every penalty and attribute at once; each
 attribute keeps the penalty with the best validation Pearson r. The fitted map is folded into a plain
 linear head, so the probe is saved and used as any other model of the project.
 """
@@ -47,11 +47,20 @@ def _pearson_columns(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _ridge_coefficients(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """(len(alphas), D, A) ridge coefficients of centred targets on features with zero column means."""
-    u, s, vt = np.linalg.svd(features, full_matrices=False)
-    projected = u.T @ targets  # (k, A)
-    shrink = s[None, :] / (s[None, :] ** 2 + alphas[:, None])  # (len(alphas), k)
-    return np.einsum("kd,lk,ka->lda", vt, shrink, projected)
+    """(len(alphas), D, A) ridge coefficients of centred targets on features with zero column means.
+
+    One eigendecomposition of the smaller Gram matrix serves every penalty: with fewer faces than features
+    (the usual case) the n x n one, in the dual form w = X^T (X X^T + a I)^-1 y.
+    """
+    inverse = lambda eigenvalues: 1.0 / (np.maximum(eigenvalues, 0.0)[None, :] + alphas[:, None])  # noqa: E731
+    if features.shape[0] <= features.shape[1]:
+        eigenvalues, vectors = np.linalg.eigh(features @ features.T)
+        dual = np.einsum("nk,lk,ka->lna", vectors, inverse(eigenvalues), vectors.T @ targets, optimize=True)
+        return np.einsum("nd,lna->lda", features, dual, optimize=True)
+    eigenvalues, vectors = np.linalg.eigh(features.T @ features)
+    return np.einsum(
+        "dk,lk,ka->lda", vectors, inverse(eigenvalues), vectors.T @ (features.T @ targets), optimize=True
+    )
 
 
 def fit_ridge_probe(
@@ -89,7 +98,7 @@ def fit_ridge_probe(
             standardized[rows] - rows_mean, targets - targets.mean(axis=0), alphas
         )
         intercepts[:, columns] = targets.mean(axis=0) - np.einsum("d,ldc->lc", rows_mean, coefficients[:, :, columns])
-    val_predictions = np.einsum("nd,lda->lna", val, coefficients) + intercepts[:, None, :]
+    val_predictions = np.einsum("nd,lda->lna", val, coefficients, optimize=True) + intercepts[:, None, :]
     val_pearson = np.stack([_pearson_columns(p, np.asarray(val_targets, np.float64)) for p in val_predictions], axis=1)
     # the largest penalty among the best (reversed argmax): the simplest model the validation data support
     best = n_alphas - 1 - np.argmax(val_pearson[:, ::-1], axis=1)

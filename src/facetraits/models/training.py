@@ -140,6 +140,7 @@ def build_module(
             "weight_decay": train.weight_decay,
             "momentum": train.momentum,
             "scheduler": train.scheduler,
+            "warmup_share": train.warmup_share,
             "max_epochs": train.max_epochs,
         },
         inputs=inputs,
