@@ -134,6 +134,8 @@ def report_notes(data: PreparedData, baselines: Mapping[str, Any], explain_score
             f"Attribution {method.replace('_', ' ')} (mean over attributes): deletion AUC {scores['deletion_auc']}, "
             f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
         )
+        if "randomization_passed" in scores:
+            note += f" (passed on a share {scores['randomization_passed']} of faces)"
         if "mass_accuracy" in scores:
             note += f", relevance mass accuracy {scores['mass_accuracy']}"
         notes.append(note)
