@@ -41,13 +41,15 @@ class FaceTraitsNet(nn.Module):
         self.register_buffer("target_std", target_std.detach().clone().float())
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate representation: pooled backbone features (averaged with the mirrored face's if asked).
+        """Penultimate representation: pooled backbone features (in eval mode averaged with the mirrored face's
+        if asked).
 
         Faces are near-symmetric and ratings do not depend on the side: averaging both views is a test-time
-        augmentation carried by the model itself, so every user of the model (predict, explain, manifold) gets it.
+        augmentation carried by the model itself, so every user of the model (predict, explain, manifold) gets
+        it. Training sees one view (random flips augment it) at half the cost.
         """
         normalized = (images - self.pixel_mean) / self.pixel_std
-        if not self.hflip_average:
+        if not self.hflip_average or self.training:
             return self.backbone(normalized)
         return (self.backbone(normalized) + self.backbone(normalized.flip(-1))) / 2
 
