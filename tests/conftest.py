@@ -42,3 +42,20 @@ def omi_dev() -> Path:
     if not (OMI_DEV / "attribute_means.csv").is_file():
         pytest.skip(f"OMI development copy not found at {OMI_DEV}")
     return OMI_DEV
+
+
+REQUIRE_WEIGHTS = ("FACETRAITS_REQUIRE_WEIGHTS", "FACETRAITS_REQUIRE_SERVERS")  # CI: fail instead of skip
+
+
+@pytest.fixture(scope="session")
+def mobilenet_imagenet() -> Path:
+    """torchvision's MobileNetV2 ImageNet file, as `facetraits weights` (run by `make test`) installs it."""
+    from facetraits.weights import checkpoints_dir, installed_weights
+
+    path = installed_weights("mobilenet_v2")
+    if path is None:
+        reason = f"MobileNetV2 ImageNet file not installed in {checkpoints_dir()}: run `facetraits weights`"
+        if any(os.environ.get(name) for name in REQUIRE_WEIGHTS):
+            pytest.fail(reason + f" ({' or '.join(REQUIRE_WEIGHTS)} is set, so it must be there)")
+        pytest.skip(reason)
+    return path

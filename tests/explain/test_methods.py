@@ -47,6 +47,30 @@ def test_vgg_relus_are_out_of_place_so_guided_backprop_hooks_work() -> None:
     assert not any(m._backward_hooks or m._forward_hooks for m in net.modules())
 
 
+@pytest.mark.parametrize("block", [3, 5])
+@pytest.mark.parametrize("method", ["gradcam", "guided_gradcam"])
+def test_mobilenet_layer_methods_read_its_blocks_and_guided_backprop_is_guided(method: str, block: int) -> None:
+    net = vgg_net("mobilenet_v2", size=64)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    maps = build_method(method, net, ExplainParams(gradcam_block=block)).maps(images, 1)
+    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all() and (maps.flatten(1).sum(1) > 0).all()
+    assert not any(m._backward_hooks or m._forward_hooks for m in net.modules())
+    expected = net.backbone.attribution_layer if block == 5 else net.backbone.blocks[block - 1]
+    assert gradcam_layer(net.backbone, block) is expected
+
+
+def test_guided_backprop_rewrites_mobilenet_clipped_relus() -> None:
+    """captum guides nn.ReLU modules only: MobileNet's ReLU6 is one, so guided maps differ from plain gradients."""
+    from captum.attr import GuidedBackprop, Saliency
+
+    net = vgg_net("mobilenet_v2", size=64)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    guided = GuidedBackprop(net).attribute(images.clone(), target=0)
+    plain = Saliency(net).attribute(images.clone(), target=0, abs=False)
+    scale = plain.abs().max()  # a random MobileNet's gradients are tiny: compare relative to their size
+    assert scale > 0 and (guided - plain).abs().max() > 0.1 * scale
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_no_relevance_outside_what_the_model_can_see(method: str, faces, mouth_region) -> None:
     net = mouth_only_net(mouth_region)

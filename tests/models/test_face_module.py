@@ -68,3 +68,37 @@ def test_checkpoint_from_another_model_is_refused(tmp_path) -> None:
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.ckpt")
     with pytest.raises(ConfigError, match="not a loadable facetraits checkpoint"):
         load_module(tmp_path / "pickled.ckpt")
+
+
+def test_hflip_average_is_the_mean_of_both_views_in_eval_and_one_view_in_training(tiny_data) -> None:
+    module = _module(tiny_data, backbone="resnet18", hflip_average=True)
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        module.eval()
+        single = module.net.backbone((images - module.net.pixel_mean) / module.net.pixel_std)
+        mirrored = module.net.backbone((images.flip(-1) - module.net.pixel_mean) / module.net.pixel_std)
+        torch.testing.assert_close(module.net.features(images), (single + mirrored) / 2)
+        torch.testing.assert_close(module.net.features(images.flip(-1)), module.net.features(images))
+        module.net.training = True  # only the flag that picks the views: batch norm stays in eval, like `single`
+        torch.testing.assert_close(module.net.features(images), single)
+
+
+def test_onecycle_warms_every_group_up_to_its_own_lr_then_anneals(tiny_data) -> None:
+    params = tiny_params(train={"scheduler": "onecycle", "warmup_share": 0.25, "max_epochs": 2})
+    module = _module(tiny_data)
+    module.hparams.optim.update(scheduler="onecycle", warmup_share=0.25, max_epochs=2)
+    datamodule = build_datamodule(tiny_data, tiny_data.attributes, params.train, Runtime.resolve(params.train))
+    seen: list[list[float]] = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, callbacks=[Record()], limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    lrs = np.array(seen)  # (steps, groups): heads 1e-3, backbone 1e-4 at the peak
+    peak = int(np.argmax(lrs[:, 0]))
+    assert 0 < peak < len(lrs) - 1 and np.all(np.diff(lrs[: peak + 1, 0]) > 0) and np.all(np.diff(lrs[peak:, 0]) < 0)
+    np.testing.assert_allclose(lrs.max(axis=0), [1e-3, 1e-4], rtol=0.05)
+    np.testing.assert_allclose(lrs[:, 1] / lrs[:, 0], 0.1, rtol=1e-6)

@@ -22,9 +22,10 @@ MONITOR = "val/pearson_mean"
 class FaceTraitsModule(L.LightningModule):
     """Hyperparameters are plain dicts and lists, so checkpoints load with `weights_only=True`.
 
-    model: backbone, weights, trainable_blocks, head, head_hidden, dropout.
+    model: backbone, weights, trainable_blocks, head, head_hidden, dropout, pool, hflip_average (the last two
+    absent from checkpoints older than them: avg, False).
     optim: loss, huber_delta, pearson_weight, optimizer, lr, backbone_lr_scale, weight_decay, momentum,
-    scheduler, max_epochs.
+    scheduler, max_epochs, warmup_share (onecycle; absent from older checkpoints).
     inputs: "images", or "features" when batches hold cached frozen-backbone features (sweep trials
     that train the heads only).
     """
@@ -42,11 +43,14 @@ class FaceTraitsModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.attributes = list(attributes)
-        backbone = build_backbone(model["backbone"], model["weights"], model["trainable_blocks"], image_size)
+        backbone = build_backbone(
+            model["backbone"], model["weights"], model["trainable_blocks"], image_size, model.get("pool", "avg")
+        )
         heads = build_heads(model["head"], backbone.feature_dim, len(attributes), model["head_hidden"], model["dropout"])
         self.net = FaceTraitsNet(
-            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size
-        )
+            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size,
+            model.get("hflip_average", False),
+        )  # fmt: skip
         self.loss = MaskedRegressionLoss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)
@@ -109,6 +113,14 @@ class FaceTraitsModule(L.LightningModule):
             optimizer = torch.optim.AdamW(groups, weight_decay=optim["weight_decay"])
         if optim["scheduler"] == "none":
             return {"optimizer": optimizer}
+        if optim["scheduler"] == "onecycle":
+            # linear warm-up of every group to its own lr, then cosine annealing, stepped per batch: fine-tuning
+            # pretrained weights without a warm-up lets the new head's first large gradients wreck the features
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[group["lr"] for group in groups], total_steps=self.trainer.estimated_stepping_batches,
+                pct_start=optim.get("warmup_share", 0.3), anneal_strategy="cos",
+            )  # fmt: skip
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim["max_epochs"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 

@@ -27,6 +27,7 @@ from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
+from facetraits.models.probe import fit_ridge_probe
 
 STATE_FILE = "train_state.json"
 BEST = "best"
@@ -145,6 +146,7 @@ def build_module(
             "weight_decay": train.weight_decay,
             "momentum": train.momentum,
             "scheduler": train.scheduler,
+            "warmup_share": train.warmup_share,
             "max_epochs": train.max_epochs,
         },
         inputs=inputs,
@@ -192,7 +194,10 @@ def train_study(
     logger_for: Callable[[str | None], Logger | bool] = lambda prefix: False,
     extra_callbacks: Sequence[Callback] = (),
 ) -> list[FitResult]:
-    """The shared backbone (one fit, every attribute) or the paper's protocol: one model per attribute."""
+    """The shared backbone (one fit, every attribute), the paper's protocol (one model per attribute), or a
+    linear probe of the frozen backbone."""
+    if train.protocol == "probe":
+        return [fit_probe(data, data.attributes, model, train, checkpoint_dir, logger_for(None))]
     if train.protocol == "shared":
         return [fit_attributes(data, data.attributes, model, train, checkpoint_dir, logger_for(None), extra_callbacks)]
     from facetraits.models.scheduling import fit_per_attribute  # it builds on this module
@@ -266,6 +271,76 @@ def fit_attributes(
     )
 
 
+def fit_probe(
+    data: PreparedData,
+    attributes: Sequence[str],
+    model: ModelParams,
+    train: TrainParams,
+    checkpoint_dir: Path,
+    logger: Logger | bool = False,
+) -> FitResult:
+    """Ridge per attribute on the frozen backbone's pooled features, saved as a linear-head checkpoint.
+
+    The checkpoint is an ordinary one (frozen backbone + linear head), scored by the same Lightning test
+    loop as a trained model. Penalties are chosen on the val split; train+val are not refitted, so val
+    scores stay out-of-sample like every other model's.
+    """
+    started = time.perf_counter()
+    probe_model = dataclasses.replace(model, head="linear", trainable_blocks=0, dropout=0.0)
+    single = dataclasses.replace(train, devices=1, num_nodes=1, strategy="auto")  # seconds of work: one process
+    runtime = Runtime.resolve(single)
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = build_module(data, attributes, probe_model, single)
+    if runtime.accelerator == "gpu":
+        module = module.cuda()
+    features = backbone_features(module.net, data.images, train.batch_size)
+    feature_seconds = time.perf_counter() - started
+    columns = [data.attributes.index(a) for a in attributes]
+    targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)[:, columns]
+    standardized = (targets - module.net.target_mean.cpu().numpy()) / module.net.target_std.cpu().numpy()
+    train_rows, val_rows = data.indices("train"), data.indices("val")
+    fit_started = time.perf_counter()
+    probe = fit_ridge_probe(
+        features[train_rows], standardized[train_rows], features[val_rows], standardized[val_rows], train.ridge_alphas
+    )
+    fit_seconds = time.perf_counter() - fit_started
+    probe.load_into(module.net.heads)
+    module = module.cpu()
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*checkpoint_dir.glob("*.ckpt"), checkpoint_dir / STATE_FILE]:
+        stale.unlink(missing_ok=True)  # nothing to resume: a probe is refitted in seconds
+    trainer = build_trainer(single, runtime, [], logger, checkpoint_dir, checkpointing=False)
+    datamodule = build_datamodule(data, attributes, single, runtime)
+    validated = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    train_loss = module.loss(
+        torch.from_numpy(probe.predict(features[train_rows])), torch.from_numpy(standardized[train_rows]).float()
+    )
+    best = checkpoint_dir / f"{BEST}.ckpt"
+    with atomic_path(best) as tmp:
+        trainer.save_checkpoint(tmp, weights_only=True)
+    tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    details = {
+        "alpha": dict(zip(attributes, probe.alpha.tolist(), strict=True)),
+        "alphas_tried": sorted(train.ridge_alphas),
+        "feature_seconds": round(feature_seconds, 3),
+        "fit_seconds": round(fit_seconds, 3),
+        "features": int(features.shape[1]),
+    }
+    atomic_write_json(checkpoint_dir / "probe.json", details)
+    if isinstance(logger, Logger):
+        logger.log_metrics({"probe/fit_seconds": fit_seconds, "probe/feature_seconds": feature_seconds})
+        logger.log_metrics({f"probe/log10_alpha/{a}": float(np.log10(v)) for a, v in details["alpha"].items()})
+    history = pd.DataFrame([{"epoch": 0.0, "train/loss": float(train_loss), **{k: float(v) for k, v in validated.items()}}])
+    return FitResult(
+        attributes=tuple(attributes),
+        best_checkpoint=best,
+        history=history,
+        test={k: float(v) for k, v in tested.items()},
+        resumed_from_epoch=None,
+        seconds=time.perf_counter() - started,
+    )
+
+
 @torch.no_grad()
 def predict_images(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """(N, A) ratings for uint8 (N, S, S, 3) faces, streamed batch by batch (a memory map stays on disk)."""
@@ -310,7 +385,8 @@ def fit_heads_on_features(
 
 @torch.no_grad()
 def backbone_features(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """(N, D) pooled backbone features of uint8 faces, batch by batch."""
+    """(N, D) pooled backbone features of uint8 faces, batch by batch: what the probe and the sweep's
+    frozen-backbone trials fit their heads on."""
     device = next(net.parameters()).device
     net.eval()
     out = [np.zeros((0, net.backbone.feature_dim), dtype=np.float32)]
@@ -324,7 +400,7 @@ def cached_frozen_features(data: PreparedData, model: ModelParams, seed: int, ca
     """Features of the frozen backbone (random init drawn from `seed`), computed once per data set and backbone."""
     key = run_signature(
         backbone=model.backbone, weights=model.weights, seed=seed, fingerprint=data.meta.get("fingerprint"),
-        size=int(data.images.shape[1]),
+        size=int(data.images.shape[1]), pool=model.pool, hflip_average=model.hflip_average,
     )  # fmt: skip
     path = Path(cache_dir) / f"features-{key}.npy"
     if path.is_file():

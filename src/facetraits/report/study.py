@@ -15,19 +15,13 @@ from facetraits.data.prepared import PreparedData
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
+from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.render import bar_chart, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 
 REPORT_OUTPUTS = ("report.md", "report.html", "report.json", "report_figures")  # under results/, as in dvc.yaml
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
-BACKBONE_LABELS = {
-    "vgg16": "VGG16",
-    "vgg16_bn": "VGG16-BN",
-    "resnet18": "ResNet-18",
-    "resnet50": "ResNet-50",
-    "vit_b_16": "ViT-B/16",
-}
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -141,6 +135,8 @@ def report_notes(data: PreparedData, baselines: Mapping[str, Any], explain_score
             f"Attribution {method.replace('_', ' ')} (mean over attributes): deletion AUC {scores['deletion_auc']}, "
             f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
         )
+        if "randomization_passed" in scores:
+            note += f" (passed on a share {scores['randomization_passed']} of faces)"
         if "mass_accuracy" in scores:
             note += f", relevance mass accuracy {scores['mass_accuracy']}"
         notes.append(note)

@@ -6,6 +6,7 @@ from torchvision import models
 
 from facetraits.errors import ConfigError
 from facetraits.models.components.backbones import build_backbone
+from tests.conftest import OMI_DEV
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,9 @@ def test_trainable_blocks_freeze_from_the_input_side(count: int, trainable_param
     assert not any(isinstance(m, torch.nn.ReLU) and m.inplace for m in backbone.modules())
 
 
-@pytest.mark.parametrize(("name", "dim"), [("vgg16", 512), ("vgg16_bn", 512), ("resnet18", 512), ("vit_b_16", 768)])
+@pytest.mark.parametrize(
+    ("name", "dim"), [("vgg16", 512), ("vgg16_bn", 512), ("resnet18", 512), ("vit_b_16", 768), ("mobilenet_v2", 1280)]
+)
 def test_every_backbone_gives_pooled_features(name: str, dim: int) -> None:
     backbone = build_backbone(name, "none", 1, 32).eval()
     with torch.no_grad():
@@ -82,3 +85,51 @@ def test_every_backbone_gives_pooled_features(name: str, dim: int) -> None:
 def test_frozen_batchnorm_blocks_stay_in_eval_mode() -> None:
     backbone = build_backbone("resnet18", "none", 1, 32).train()
     assert not backbone.blocks[0].training and backbone.blocks[-1].training
+
+
+def test_mobilenet_blocks_end_where_resolution_halves_and_freeze_from_the_input() -> None:
+    backbone = build_backbone("mobilenet_v2", "none", 2, 64).eval()
+    sizes, maps = [], torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for block in backbone.blocks:
+            maps = block(maps)
+            sizes.append(maps.shape[-1])
+    assert sizes == [32, 16, 8, 4, 2] and maps.shape[1] == 1280
+    trainable = [any(p.requires_grad for p in block.parameters()) for block in backbone.blocks]
+    assert trainable == [False, False, False, True, True]
+    relus = [m for m in backbone.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(not m.inplace for m in relus), "guided backprop needs nn.ReLU modules, out of place"
+    assert not any(isinstance(m, torch.nn.ReLU6) for m in backbone.modules())
+    assert backbone.attribution_layer is backbone.blocks[-1][-1][-1]
+
+
+def test_avgmax_pool_doubles_features_and_vit_refuses_it() -> None:
+    backbone = build_backbone("mobilenet_v2", "none", 0, 32, pool="avgmax").eval()
+    maps = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled, last = backbone(maps), maps
+        for block in backbone.blocks:
+            last = block(last)
+    assert backbone.feature_dim == 2560
+    torch.testing.assert_close(pooled, torch.cat([last.mean(dim=(2, 3)), last.amax(dim=(2, 3))], dim=1))
+    with pytest.raises(ConfigError, match="model.pool: avgmax pools feature maps; vit_b_16"):
+        build_backbone("vit_b_16", "none", 0, 32, pool="avgmax")
+
+
+@pytest.mark.slow
+def test_mobilenet_imagenet_file_gives_torchvision_reference_outputs(mobilenet_imagenet: Path) -> None:
+    """The installed file, loaded by our backbone, computes what torchvision's own ImageNet model computes."""
+    from PIL import Image
+
+    reference = models.mobilenet_v2(weights=models.MobileNet_V2_Weights.IMAGENET1K_V1).eval()
+    backbone = build_backbone("mobilenet_v2", "imagenet", 0, 224).eval()
+    ours, theirs = list(backbone.state_dict().values()), list(reference.features.state_dict().values())
+    assert len(ours) == len(theirs) and all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    faces = sorted((OMI_DEV / "images").glob("*.jpg"))[:2]  # a real face where the data set is at hand
+    transform = models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    pixels = torch.stack([transform(Image.open(f).convert("RGB")) for f in faces]) if faces else torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference.features(pixels).mean(dim=(2, 3))
+        torch.testing.assert_close(backbone(pixels), expected, rtol=1e-5, atol=1e-5)
+        # and it is an ImageNet model: the classifier on our features picks the reference's class
+        assert torch.equal(reference.classifier(backbone(pixels)).argmax(1), reference(pixels).argmax(1))

@@ -59,12 +59,36 @@ class Backbone(nn.Module):
         return self
 
 
+class ReLU6(nn.ReLU):
+    """MobileNet's clipped ReLU as an nn.ReLU subclass, out-of-place.
+
+    Guided backprop (captum) rewrites the gradient of nn.ReLU modules only; torchvision's nn.ReLU6 is a
+    Hardtanh and would be passed through unguided. No parameters: state dicts are unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(inplace=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.hardtanh(inputs, 0.0, 6.0)
+
+
 def _no_inplace_relu(module: nn.Module) -> nn.Module:
     """In-place ReLUs break backward hooks (guided backprop, Grad-CAM), so every one is made out-of-place."""
-    for child in module.modules():
-        if isinstance(child, nn.ReLU):
-            child.inplace = False
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ReLU6):
+                setattr(parent, name, ReLU6())
+            elif isinstance(child, nn.ReLU):
+                child.inplace = False
     return module
+
+
+class AvgMaxPool(nn.Module):
+    """Mean- and max-pooled feature maps side by side: (B, C, H, W) -> (B, 2C)."""
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
 
 
 def _vgg16(model: nn.Module) -> Backbone:
@@ -83,6 +107,15 @@ def _resnet(model: nn.Module) -> Backbone:
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     blocks = [stem, model.layer1, model.layer2, model.layer3, model.layer4]
     return Backbone(blocks, nn.Sequential(model.avgpool, nn.Flatten()), model.fc.in_features, model.layer4)
+
+
+def _mobilenet_v2(model: nn.Module) -> Backbone:
+    """Blocks end where the resolution halves, as VGG's do: strides 2, 4, 8, 16, 32 (the 1x1 conv to 1280 last)."""
+    features = model.features
+    bounds = (0, 2, 4, 7, 14, len(features))
+    blocks = [nn.Sequential(*features[begin:end]) for begin, end in zip(bounds, bounds[1:])]
+    last_activation = features[-1][-1]
+    return Backbone(blocks, nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), model.last_channel, last_activation)
 
 
 class _VitPatches(nn.Module):
@@ -137,21 +170,33 @@ def _vgg_features(batch_norm: bool) -> nn.Module:
 
 @dataclass(frozen=True)
 class _Architecture:
+    label: str  # as the report names it
     build: Callable[[int], nn.Module]
     split: Callable[[nn.Module], Backbone]
     imagenet: WeightsEnum
     unused_keys: tuple[str, ...] = ()
+    convolutional: bool = True  # feature maps to pool (ViT: a class token)
 
 
+# The one list of backbones: config validates model.backbone against it, the report takes its labels.
 _ARCHITECTURES: dict[str, _Architecture] = {
-    "vgg16": _Architecture(lambda size: _vgg_features(False), _vgg16, models.VGG16_Weights.IMAGENET1K_V1, ("classifier.",)),
-    "vgg16_bn": _Architecture(
-        lambda size: _vgg_features(True), _vgg16, models.VGG16_BN_Weights.IMAGENET1K_V1, ("classifier.",)
+    "vgg16": _Architecture(
+        "VGG16", lambda size: _vgg_features(False), _vgg16, models.VGG16_Weights.IMAGENET1K_V1, ("classifier.",)
     ),
-    "resnet18": _Architecture(lambda size: models.resnet18(), _resnet, models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet50": _Architecture(lambda size: models.resnet50(), _resnet, models.ResNet50_Weights.IMAGENET1K_V2),
-    "vit_b_16": _Architecture(lambda size: models.vit_b_16(image_size=size), _vit_b_16, models.ViT_B_16_Weights.IMAGENET1K_V1),
+    "vgg16_bn": _Architecture(
+        "VGG16-BN", lambda size: _vgg_features(True), _vgg16, models.VGG16_BN_Weights.IMAGENET1K_V1, ("classifier.",)
+    ),
+    "resnet18": _Architecture("ResNet-18", lambda size: models.resnet18(), _resnet, models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet50": _Architecture("ResNet-50", lambda size: models.resnet50(), _resnet, models.ResNet50_Weights.IMAGENET1K_V2),
+    "vit_b_16": _Architecture(
+        "ViT-B/16", lambda size: models.vit_b_16(image_size=size), _vit_b_16, models.ViT_B_16_Weights.IMAGENET1K_V1,
+        convolutional=False,
+    ),  # fmt: skip
+    "mobilenet_v2": _Architecture(
+        "MobileNetV2", lambda size: models.mobilenet_v2(), _mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1
+    ),
 }
+BACKBONE_LABELS: dict[str, str] = {name: architecture.label for name, architecture in _ARCHITECTURES.items()}
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -178,8 +223,11 @@ def _imagenet_state_dict(name: str, weights: WeightsEnum) -> dict[str, torch.Ten
         ) from None
 
 
-def build_backbone(name: str, weights: str, trainable_blocks: int, image_size: int) -> Backbone:
-    """`weights`: 'imagenet' (torchvision's file, from TORCH_HOME when cached), 'none', or a state-dict path."""
+def build_backbone(name: str, weights: str, trainable_blocks: int, image_size: int, pool: str = "avg") -> Backbone:
+    """`weights`: 'imagenet' (torchvision's file, from TORCH_HOME when cached), 'none', or a state-dict path.
+
+    `pool`: 'avg' (torchvision's own pooling) or 'avgmax' (mean and max of the last feature maps).
+    """
     if name not in _ARCHITECTURES:
         raise ConfigError(f"model.backbone: unknown backbone '{name}'; known: {sorted(_ARCHITECTURES)}")
     architecture = _ARCHITECTURES[name]
@@ -188,6 +236,8 @@ def build_backbone(name: str, weights: str, trainable_blocks: int, image_size: i
             raise ConfigError(f"model.backbone: vit_b_16 needs data.image_size divisible by 16, got {image_size}")
         if weights == "imagenet" and image_size != 224:
             raise ConfigError("model.weights: imagenet weights for vit_b_16 need data.image_size: 224")
+    if pool == "avgmax" and not architecture.convolutional:
+        raise ConfigError(f"model.pool: avgmax pools feature maps; {name} has none (use avg)")
     model = architecture.build(image_size)
     if weights != "none":
         source = f"ImageNet weights for {name}" if weights == "imagenet" else str(weights)
@@ -202,5 +252,7 @@ def build_backbone(name: str, weights: str, trainable_blocks: int, image_size: i
         except (RuntimeError, TypeError, AttributeError) as exc:
             raise ConfigError(f"model.weights: {source} does not fit a torchvision {name}: {exc}") from None
     backbone = architecture.split(_no_inplace_relu(model))
+    if pool == "avgmax":
+        backbone.pool, backbone.feature_dim = AvgMaxPool(), 2 * backbone.feature_dim
     backbone.set_trainable_blocks(trainable_blocks)
     return backbone

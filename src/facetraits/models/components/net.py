@@ -27,10 +27,12 @@ class FaceTraitsNet(nn.Module):
         target_std: torch.Tensor,
         attributes: Sequence[str],
         image_size: int,
+        hflip_average: bool = False,
     ) -> None:
         super().__init__()
         self.attributes = tuple(attributes)
         self.image_size = image_size
+        self.hflip_average = hflip_average
         self.backbone = backbone
         self.heads = heads
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
@@ -39,8 +41,17 @@ class FaceTraitsNet(nn.Module):
         self.register_buffer("target_std", target_std.detach().clone().float())
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Penultimate representation: pooled backbone features."""
-        return self.backbone((images - self.pixel_mean) / self.pixel_std)
+        """Penultimate representation: pooled backbone features (in eval mode averaged with the mirrored face's
+        if asked).
+
+        Faces are near-symmetric and ratings do not depend on the side: averaging both views is a test-time
+        augmentation carried by the model itself, so every user of the model (predict, explain, manifold) gets
+        it. Training sees one view (random flips augment it) at half the cost.
+        """
+        normalized = (images - self.pixel_mean) / self.pixel_std
+        if not self.hflip_average or self.training:
+            return self.backbone(normalized)
+        return (self.backbone(normalized) + self.backbone(normalized.flip(-1))) / 2
 
     def standardized(self, images: torch.Tensor) -> torch.Tensor:
         """Predictions in train-split z-units, the scale the loss works on."""

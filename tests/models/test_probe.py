@@ -1,0 +1,77 @@
+"""The linear probe: closed-form ridge against scikit-learn, and the checkpoint it leaves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Ridge
+
+from facetraits.models.face_module import load_module
+from facetraits.models.probe import fit_ridge_probe
+from facetraits.models.training import backbone_features, train_study
+from tests.models.conftest import tiny_params
+
+ALPHAS = [0.1, 10.0, 1000.0]
+
+
+def _features(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(size=(n, 40)) * rng.uniform(0.1, 5, size=40) + rng.normal(size=40)
+
+
+def test_ridge_equals_sklearn_ridge_on_standardized_features_with_unrated_faces() -> None:
+    rng = np.random.default_rng(0)
+    x, val = _features(rng, 50), _features(rng, 20)
+    weights = np.zeros((40, 3))
+    weights[:4] = rng.normal(size=(4, 3))
+    y, val_y = x @ weights + rng.normal(size=(50, 3)), val @ weights + rng.normal(size=(20, 3))
+    y[[3, 7], 1] = np.nan  # two unrated faces for one attribute
+    probe = fit_ridge_probe(x, y, val, val_y, ALPHAS)
+    standardized = (x - x.mean(axis=0)) / x.std(axis=0)
+    val_standardized = (val - x.mean(axis=0)) / x.std(axis=0)
+    for column in range(3):
+        rows = ~np.isnan(y[:, column])
+        per_alpha = [
+            Ridge(alpha=alpha).fit(standardized[rows], y[rows, column]).predict(val_standardized) for alpha in ALPHAS
+        ]
+        scores = [np.corrcoef(p, val_y[:, column])[0, 1] for p in per_alpha]
+        np.testing.assert_allclose(probe.val_pearson[column], scores, atol=1e-8)
+        chosen = ALPHAS.index(probe.alpha[column])
+        assert scores[chosen] == pytest.approx(max(scores), abs=1e-12)
+        np.testing.assert_allclose(probe.predict(val)[:, column], per_alpha[chosen], rtol=1e-4, atol=1e-4)
+
+
+def test_larger_penalty_wins_ties() -> None:
+    rng = np.random.default_rng(1)
+    x = _features(rng, 30)
+    y = x[:, :1] + rng.normal(size=(30, 1))
+    # validation ratings without variance: no penalty is better than another, so the largest is kept
+    probe = fit_ridge_probe(x, y, x, np.ones((30, 1)), ALPHAS)
+    assert probe.alpha[0] == max(ALPHAS) and (probe.val_pearson == 0).all()
+
+
+@pytest.mark.slow
+def test_probe_checkpoint_is_an_ordinary_model_whose_forward_is_the_ridge_fit(tiny_data, tmp_path) -> None:
+    params = tiny_params(
+        model={"backbone": "mobilenet_v2", "pool": "avgmax", "hflip_average": True},
+        train={"protocol": "probe", "ridge_alphas": ALPHAS},
+    )
+    (fit,) = train_study(tiny_data, params.model, params.train, tmp_path)
+    assert fit.best_checkpoint == tmp_path / "best.ckpt" and set(fit.test) >= {"test/pearson_mean", "test/loss"}
+    assert list(fit.history["epoch"]) == [0.0] and "val/pearson_mean" in fit.history
+    details = json.loads((tmp_path / "probe.json").read_text())
+    assert set(details["alpha"]) == set(tiny_data.attributes) and details["features"] == 2560
+    module = load_module(fit.best_checkpoint)
+    assert module.hparams.model["head"] == "linear" and module.hparams.model["trainable_blocks"] == 0
+    net = module.net
+    features = backbone_features(net, tiny_data.images)
+    rows = {split: tiny_data.indices(split) for split in ("train", "val")}
+    targets = tiny_data.faces[list(tiny_data.attributes)].to_numpy(np.float64)
+    z = (targets - net.target_mean.numpy()) / net.target_std.numpy()
+    probe = fit_ridge_probe(features[rows["train"]], z[rows["train"]], features[rows["val"]], z[rows["val"]], ALPHAS)
+    assert list(probe.alpha) == [details["alpha"][a] for a in tiny_data.attributes]
+    images = torch.from_numpy(np.array(tiny_data.images[:6])).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        np.testing.assert_allclose(net.standardized(images).numpy(), probe.predict(features[:6]), rtol=1e-4, atol=1e-4)
