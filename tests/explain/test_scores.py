@@ -35,7 +35,7 @@ def test_negative_relevance_does_not_count_as_mass() -> None:
 def _curves(net, images, maps):
     references = baseline_images(images, "blur", 0.1)
     keys = range(len(images))
-    return perturbation_curves(net, images, maps, references, target=0, steps=8, batch_size=16, keys=keys, seed=0)
+    return perturbation_curves(net, images, maps, references, [0], steps=8, batch_size=16, keys=keys, seed=0)[0]
 
 
 def test_deleting_what_the_model_sees_first_ends_its_prediction_first(faces, mouth_region) -> None:
@@ -126,12 +126,32 @@ def test_perturbed_images_go_through_the_model_batch_size_at_a_time(faces, mouth
     seen: list[int] = []
     hook = net.backbone.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
     batched = perturbation_curves(
-        net, images, maps, baseline_images(images, "blur", 0.1), target=0, steps=8, batch_size=5, keys=range(3), seed=0
-    )
+        net, images, maps, baseline_images(images, "blur", 0.1), [0], steps=8, batch_size=5, keys=range(3), seed=0
+    )[0]
     hook.remove()
-    assert max(seen) == 5 and sum(seen) == 2 * 3 * 9, "deletion and insertion: 3 faces x 9 steps, 5 at a time"
+    assert max(seen) == 5 and sum(seen) == 3 * (9 + 7), "3 faces x 9 deletion steps and insertion's 7 inner ones"
     np.testing.assert_allclose(batched.deletion, whole.deletion, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(batched.insertion, whole.insertion, rtol=1e-5, atol=1e-6)
+
+
+def test_one_set_of_passes_scores_every_target_as_separate_runs_would(faces, mouth_region) -> None:
+    net = mouth_only_net(mouth_region, attributes=("happy", "dominant"))
+    images = image_batch(faces.images, range(4), torch.device("cpu"))
+    maps = torch.rand(4, *mouth_region.shape, generator=torch.Generator().manual_seed(1))
+    references = baseline_images(images, "blur", 0.1)
+    both = perturbation_curves(net, images, maps, references, [0, 1], steps=6, batch_size=8, keys=range(4), seed=0)
+    for target, curves in enumerate(both):
+        (alone,) = perturbation_curves(net, images, maps, references, [target], 6, 8, range(4), 0)
+        np.testing.assert_array_equal(curves.deletion, alone.deletion)
+        np.testing.assert_array_equal(curves.insertion, alone.insertion)
+    assert not np.allclose(both[0].deletion, both[1].deletion, equal_nan=True), "each target reads its own output"
+    # insertion's ends, taken from deletion, are what predicting them would give: the reference and the face
+    with torch.no_grad():
+        face, reference = net.standardized(images)[:, 0].double(), net.standardized(references)[:, 0].double()
+    gap = (face - reference).numpy()
+    usable = np.abs(gap) >= 0.05
+    np.testing.assert_allclose(both[0].insertion[usable, 0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(both[0].insertion[usable, -1], 1.0, atol=1e-6)
 
 
 def test_rank_correlation_ignores_pixels_zero_in_both_maps() -> None:

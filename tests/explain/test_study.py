@@ -122,7 +122,7 @@ def test_the_randomization_check_fails_methods_whose_maps_do_not_change(faces, m
     net = mouth_only_net(mouth_region)
     test_rows = faces.indices("test")
     selection = select_faces(test_rows, np.zeros(len(test_rows)), PARAMS)
-    same_model = explain_attribute(net, net, faces, "happy", selection, PARAMS)
+    same_model = explain_attribute(net, net, faces, "happy", selection, PARAMS, random_order={})
     for result in same_model.methods:
         assert result.scores["randomization_rank_corr"] == pytest.approx(1.0)
         assert result.scores["randomization_passed"] == 0.0

@@ -98,9 +98,10 @@ def mean_defined(values: np.ndarray) -> float:
 
 
 def _curve_scores(
-    net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, maps: np.ndarray, target: int, params: ExplainParams
-) -> dict[str, float]:
-    """Deletion / insertion over `rows`, `batch_size` faces at a time."""
+    net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, maps: np.ndarray, targets: Sequence[int],
+    params: ExplainParams,
+) -> list[dict[str, float]]:  # fmt: skip
+    """Deletion / insertion over `rows`, `batch_size` faces at a time, for each of `targets`."""
     device = next(net.parameters()).device
     parts = []
     for begin in range(0, len(rows), params.batch_size):
@@ -108,11 +109,30 @@ def _curve_scores(
         images = image_batch(data.images, chunk, device)
         parts.append(perturbation_curves(
             net, images, torch.from_numpy(maps[begin : begin + params.batch_size]).to(device),
-            baseline_images(images, params.baseline, params.blur_sigma), target, params.curve_steps,
+            baseline_images(images, params.baseline, params.blur_sigma), targets, params.curve_steps,
             params.batch_size, chunk.tolist(), params.seed,
         ))  # fmt: skip
-    curves = PerturbationCurves.concatenate(parts)
-    return {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": curves.used}
+    scores = []
+    for per_target in zip(*parts, strict=True):
+        curves = PerturbationCurves.concatenate(per_target)
+        scores.append(
+            {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": curves.used}
+        )
+    return scores
+
+
+def random_order_scores(
+    net: FaceTraitsNet, data: PreparedData, scored_rows: np.ndarray, attributes: Sequence[str], params: ExplainParams
+) -> dict[str, dict[str, float]]:
+    """What a random ordering of pixels scores on the scored faces, per attribute.
+
+    The scored faces and the seeded noise maps are the same for every attribute, so one set of forward
+    passes gives every attribute's reference curves.
+    """
+    noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
+    targets = [net.attributes.index(attribute) for attribute in attributes]
+    scores = _curve_scores(net, data, scored_rows, noise, targets, params)
+    return {a: {f"random_{k}": v for k, v in s.items()} for a, s in zip(attributes, scores, strict=True)}
 
 
 def _mask_reader(data: PreparedData, attribute: str) -> MaskReader | None:
@@ -151,7 +171,7 @@ def _explain_method(
             rank.add(relevance_rank_accuracy(maps[averaged], truth))
     maps_per_s = len(mapped) / (time.perf_counter() - started)
     scored_rows, scored_maps = selection.rows[selection.scored], kept[selection.scored]
-    scores = _curve_scores(net, data, scored_rows, scored_maps, target, params)
+    (scores,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params)
     randomized_maps = attribution_maps(
         build_method(name, randomized, params), data.images, scored_rows, target, params.batch_size, progress
     )
@@ -169,13 +189,12 @@ def explain_attribute(
     attribute: str,
     selection: FaceSelection,
     params: ExplainParams,
+    random_order: dict[str, float],
     progress: tqdm | None = None,
 ) -> AttributeExplanation:
-    target = net.attributes.index(attribute)
+    """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces."""
     masks = _mask_reader(data, attribute)
-    scored_rows = selection.rows[selection.scored]
-    noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
-    reference = {f"random_{k}": v for k, v in _curve_scores(net, data, scored_rows, noise, target, params).items()}
+    reference = dict(random_order)
     if masks is not None:
         area = RunningMean()
         for begin in range(0, len(selection.mean_rows), params.batch_size):
@@ -210,9 +229,13 @@ def explain_study(
         for attribute in attributes
     }
     randomized = randomized_copy(net, params.randomize_blocks, params.seed)
+    any_selection = next(iter(selections.values()))  # every attribute scores the same faces
+    random_order = random_order_scores(net, data, any_selection.rows[any_selection.scored], attributes, params)
     total = len(params.methods) * sum(len(s.mapped) + len(s.scored) for s in selections.values())
     with tqdm(total=total, desc="explain", unit="map", disable=not show_progress) as progress:
         return [
-            explain_attribute(net, randomized, data, attribute, selections[attribute], params, progress)
+            explain_attribute(
+                net, randomized, data, attribute, selections[attribute], params, random_order[attribute], progress
+            )
             for attribute in attributes
         ]

@@ -71,19 +71,17 @@ def _step_masks(maps: torch.Tensor, steps: int, keys: Sequence[int], seed: int) 
 
 
 def _step_predictions(
-    net: FaceTraitsNet, chosen: torch.Tensor, where_chosen: torch.Tensor, elsewhere: torch.Tensor, target: int,
-    batch_size: int,
-) -> np.ndarray:  # fmt: skip
-    """(faces, steps + 1) standardized predictions; perturbed images are built `batch_size` at a time."""
+    net: FaceTraitsNet, chosen: torch.Tensor, where_chosen: torch.Tensor, elsewhere: torch.Tensor, batch_size: int
+) -> np.ndarray:
+    """(faces, steps, outputs) standardized predictions; perturbed images are built `batch_size` at a time."""
     faces, count = chosen.shape[:2]
     height, width = where_chosen.shape[-2:]
     predictions = []
     for index in torch.arange(faces * count, device=chosen.device).split(batch_size):
         face, step = index // count, index % count
         mask = chosen[face, step].view(len(index), 1, height, width)
-        images = torch.where(mask, where_chosen[face], elsewhere[face])
-        predictions.append(net.standardized(images)[:, target])
-    return torch.cat(predictions).view(faces, count).double().cpu().numpy()
+        predictions.append(net.standardized(torch.where(mask, where_chosen[face], elsewhere[face])))
+    return torch.cat(predictions).view(faces, count, -1).double().cpu().numpy()
 
 
 @torch.no_grad()
@@ -92,20 +90,27 @@ def perturbation_curves(
     images: torch.Tensor,
     maps: torch.Tensor,
     references: torch.Tensor,
-    target: int,
+    targets: Sequence[int],
     steps: int,
     batch_size: int,
     keys: Sequence[int],
     seed: int,
     min_gap: float = 0.05,
-) -> PerturbationCurves:
-    """images and references (B, 3, H, W) in [0, 1], maps (B, H, W); one forward pass per face and step.
+) -> list[PerturbationCurves]:
+    """images and references (B, 3, H, W) in [0, 1], maps (B, H, W); curves of each of `targets`' outputs.
 
-    `keys` (the faces' rows) and `seed` draw the order of tied pixels.
+    One forward pass per face and step serves every target, so a map shared by several attributes (the
+    random-order reference) costs one set of passes. Insertion's ends are deletion's (the reference and the
+    face), so only its inner steps are predicted. `keys` (the faces' rows) and `seed` draw the order of tied pixels.
     """
     chosen = _step_masks(maps, steps, keys, seed)
-    deletion = _step_predictions(net, chosen, references, images, target, batch_size)
-    insertion = _step_predictions(net, chosen, images, references, target, batch_size)
+    deletion = _step_predictions(net, chosen, references, images, batch_size)
+    inner = _step_predictions(net, chosen[:, 1:-1], images, references, batch_size)
+    insertion = np.concatenate([deletion[:, -1:], inner, deletion[:, :1]], axis=1)
+    return [_relative_curves(deletion[..., target], insertion[..., target], min_gap) for target in targets]
+
+
+def _relative_curves(deletion: np.ndarray, insertion: np.ndarray, min_gap: float) -> PerturbationCurves:
     start, end = deletion[:, 0], deletion[:, -1]  # the face itself; the reference
     gap = start - end
     usable = np.abs(gap) >= min_gap
