@@ -116,4 +116,4 @@ def test_the_repository_params_file_holds_every_stage_section() -> None:
     params = load_params(REPO / "params.yaml")
     assert params.explain.methods == ["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap"]
     assert params.manifold.methods == ["pca", "tsne", "umap"] and params.manifold.dims == [2, 3]
-    assert set(params.variants) == {"resnet18"}
+    assert set(params.variants) == {"imagenet_probe"}
