@@ -30,18 +30,13 @@ from tqdm import tqdm
 from facetraits.config import DataParams
 from facetraits.data import synthetic
 from facetraits.data.images import load_face
+from facetraits.data.prepared import FACES_FILE, FACTORS_FILE, IMAGES_FILE, MASKS_FILE, META_FILE, RATINGS_FILE
 from facetraits.data.sources import SourceTable, read_source
 from facetraits.data.sources.base import compact_ratings, select_attributes
 from facetraits.data.split import SPLITS, assign_splits
 from facetraits.errors import DataError
 from facetraits.files import atomic_directory
 
-IMAGES_FILE = "images.npy"
-FACES_FILE = "faces.csv"
-RATINGS_FILE = "ratings.csv.gz"
-MASKS_FILE = "masks.npy"
-FACTORS_FILE = "factors.csv"
-META_FILE = "meta.json"
 CHUNK = 64
 
 

@@ -1,4 +1,5 @@
-"""Read-only access to the prepare stage's output folder, for every later stage."""
+"""The prepared-data format: its file names and read-only access to the prepare stage's output folder, for every
+later stage."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facetraits.data.prepare import FACES_FILE, IMAGES_FILE, MASKS_FILE, META_FILE, RATINGS_FILE
 from facetraits.data.sources.base import NA_OPTIONS
 from facetraits.errors import DataError
+
+# The prepared folder's files: written by data/prepare.py, read here by every later stage.
+IMAGES_FILE = "images.npy"
+FACES_FILE = "faces.csv"
+RATINGS_FILE = "ratings.csv.gz"
+MASKS_FILE = "masks.npy"
+FACTORS_FILE = "factors.csv"
+META_FILE = "meta.json"
 
 
 @dataclass(frozen=True)
