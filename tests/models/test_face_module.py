@@ -7,7 +7,8 @@ import torch
 
 from facetraits.errors import ConfigError
 from facetraits.models.face_module import load_module
-from facetraits.models.training import Runtime, build_datamodule, fit_attributes, predict_images
+from facetraits.models.inference import predict_images
+from facetraits.models.training import Runtime, build_datamodule, fit_attributes
 from tests.models.conftest import tiny_params
 
 

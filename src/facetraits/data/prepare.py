@@ -30,14 +30,25 @@ from tqdm import tqdm
 from facetraits.config import DataParams
 from facetraits.data import synthetic
 from facetraits.data.images import load_face
-from facetraits.data.prepared import FACES_FILE, FACTORS_FILE, IMAGES_FILE, MASKS_FILE, META_FILE, RATINGS_FILE
+from facetraits.data.prepared import (
+    FACES_FILE,
+    FACTORS_FILE,
+    IMAGES_FILE,
+    MASKS_FILE,
+    META_FILE,
+    RATINGS_FILE,
+    load_prepared,
+)
 from facetraits.data.sources import SourceTable, read_source
 from facetraits.data.sources.base import compact_ratings, select_attributes
 from facetraits.data.split import SPLITS, assign_splits
 from facetraits.errors import DataError
-from facetraits.files import atomic_directory
+from facetraits.files import atomic_directory, atomic_write_json
+from facetraits.gallery import sample_gallery
+from facetraits.stage_result import StageResult
 
 CHUNK = 64
+GALLERY_FACES = 32
 
 
 @dataclass(frozen=True)
@@ -336,3 +347,21 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             meta["attribute_regions"] = {a: list(synthetic.ATTRIBUTE_REGIONS[a]) for a in table.attributes}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
+
+
+def prepare_stage(params: DataParams, out_dir: Path, summary: Path) -> StageResult:
+    """The prepare stage: the prepared folder, its summary JSON, and a gallery and skipped-image list to log."""
+    report = prepare_dataset(params, out_dir)
+    atomic_write_json(summary, report.metrics())
+    gallery = sample_gallery(load_prepared(out_dir).images, GALLERY_FACES, params.seed)
+    line = (
+        f"prepared {report.n_faces} faces ({report.split_counts}) from '{report.source}' in {report.seconds:.1f} s "
+        f"({report.n_faces / report.seconds:.0f} images/s), {len(report.skipped)} skipped -> {out_dir}"
+    )
+    return StageResult(
+        summary=line,
+        metrics=report.tracked_metrics(),
+        texts={"prepare/skipped.tsv": report.skipped_table()},
+        images={"prepare/gallery.png": gallery},
+        fingerprint=report.fingerprint,
+    )

@@ -21,7 +21,7 @@ from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbat
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.training import predict_images
+from facetraits.models.inference import batches, predict_images
 
 MaskReader = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), H, W) bool masks of one attribute
 
@@ -190,8 +190,7 @@ def explain_attribute(
 
 def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, batch_size: int) -> np.ndarray:
     """(len(rows), A) predicted ratings, read from the memory map one batch at a time."""
-    starts = range(0, len(rows), batch_size)
-    return np.concatenate([predict_images(net, data.images[rows[i : i + batch_size]], batch_size) for i in starts])
+    return np.concatenate([predict_images(net, data.images[rows[part]], batch_size) for part in batches(len(rows), batch_size)])
 
 
 def explain_study(

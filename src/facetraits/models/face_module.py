@@ -10,9 +10,7 @@ import lightning as L
 import torch
 
 from facetraits.errors import ConfigError
-from facetraits.models.components.backbones import build_backbone
-from facetraits.models.components.heads import build_heads
-from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.inference import build_net, read_checkpoint
 from facetraits.models.losses import MaskedRegressionLoss
 from facetraits.models.metrics import AttributeMetrics
 
@@ -43,14 +41,7 @@ class FaceTraitsModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.attributes = list(attributes)
-        backbone = build_backbone(
-            model["backbone"], model["weights"], model["trainable_blocks"], image_size, model.get("pool", "avg")
-        )
-        heads = build_heads(model["head"], backbone.feature_dim, len(attributes), model["head_hidden"], model["dropout"])
-        self.net = FaceTraitsNet(
-            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size,
-            model.get("hflip_average", False),
-        )  # fmt: skip
+        self.net = build_net(attributes, target_mean, target_std, image_size, model)
         self.loss = MaskedRegressionLoss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)
@@ -126,25 +117,11 @@ class FaceTraitsModule(L.LightningModule):
 
 
 def load_module(checkpoint: Path, map_location: str | torch.device = "cpu") -> FaceTraitsModule:
-    """Rebuild a trained module from a checkpoint without unpickling code (weights_only) or fetching weights."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ConfigError(f"{checkpoint}: checkpoint not found")
-    with checkpoint.open("rb") as file:
-        if file.read(4) != b"PK\x03\x04":
-            raise ConfigError(f"{checkpoint}: not a facetraits checkpoint (a checkpoint is a torch.save zip archive)")
+    """Rebuild a trained module from a checkpoint (to resume or test it); to use the model, load_net suffices."""
+    hparams, state = read_checkpoint(checkpoint, map_location)
+    module = FaceTraitsModule(**hparams)
     try:
-        content = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours
-        raise ConfigError(f"{checkpoint}: not a loadable facetraits checkpoint: {exc}") from None
-    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
-    expected = {"attributes", "target_mean", "target_std", "image_size", "model", "optim"}
-    if not isinstance(hparams, dict) or not expected <= set(hparams):
-        raise ConfigError(f"{checkpoint}: not a facetraits checkpoint (hyper_parameters lack {sorted(expected)})")
-    hparams = {key: hparams[key] for key in expected}
-    module = FaceTraitsModule(**{**hparams, "model": {**hparams["model"], "weights": "none"}})
-    try:
-        module.load_state_dict(content["state_dict"])
+        module.load_state_dict(state)
     except RuntimeError as exc:
         raise ConfigError(f"{checkpoint}: weights do not fit the model it describes: {exc}") from None
     return module.eval()
