@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 import yaml
 
+from facetraits.batching import batches
 from facetraits.data.images import load_face
 from facetraits.errors import ConfigError
-from facetraits.models.inference import batches, image_tensor, load_net
+from facetraits.models.inference import image_tensor, load_net
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000

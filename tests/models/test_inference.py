@@ -14,7 +14,6 @@ from facetraits.errors import ConfigError
 from facetraits.models.face_module import load_module
 from facetraits.models.inference import (
     backbone_features,
-    batches,
     build_net,
     device_for,
     image_tensor,
@@ -43,13 +42,6 @@ def _checkpoint(path: Path, seed: int = 0) -> Path:
 
 def _faces(count: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-
-
-@pytest.mark.parametrize(("count", "size"), [(0, 4), (3, 4), (8, 4), (9, 4)])
-def test_batches_cover_every_row_once_in_order(count: int, size: int) -> None:
-    parts = list(batches(count, size))
-    assert [row for part in parts for row in range(count)[part]] == list(range(count))
-    assert all(0 < part.stop - part.start <= size for part in parts)
 
 
 def test_image_tensor_is_channels_first_unit_floats() -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 from facetraits.baselines.handcrafted import SvrBaselineResult, fit_svr_baseline, handcrafted_features
 from facetraits.baselines.reliability import split_half_reliability
 from facetraits.config import BaselinesParams
-from facetraits.data.prepared import PreparedData
+from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.metrics import shown_score, split_metrics
 from facetraits.numbers import flat_metrics, json_number
@@ -103,16 +103,7 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
     """metrics.json, reliability.csv and the hand-crafted predictions: out_dir is replaced whole, or not at all."""
     out_dir = Path(out_dir)
     metrics = baseline_metrics(data, results)
-    attributes = list(data.attributes)
-    predictions = pd.DataFrame(
-        {
-            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
-            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
-            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
-            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
-            "predicted": results.handcrafted.predictions.reshape(-1),
-        }
-    )
+    predictions = predictions_table(data, results.handcrafted.predictions)
     with atomic_directory(out_dir) as folder:
         write_csv(predictions, folder / "handcrafted_predictions.csv", index=False)
         if results.reliability is None:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from facetraits.batching import batches
 from facetraits.config import DataParams
 from facetraits.data import synthetic
 from facetraits.data.images import load_face
@@ -45,6 +46,7 @@ from facetraits.data.split import SPLITS, assign_splits
 from facetraits.errors import DataError
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.gallery import sample_gallery
+from facetraits.numbers import json_number
 from facetraits.stage_result import StageResult
 
 CHUNK = 64
@@ -186,9 +188,8 @@ def _compact(path: Path, keep: np.ndarray) -> None:
     source = np.load(path, mmap_mode="r")
     tmp = path.with_suffix(".compact.npy")
     target = np.lib.format.open_memmap(tmp, mode="w+", dtype=source.dtype, shape=(len(keep),) + source.shape[1:])
-    for begin in range(0, len(keep), 512):
-        rows = keep[begin : begin + 512]
-        target[begin : begin + len(rows)] = source[rows]
+    for part in batches(len(keep), 512):
+        target[part] = source[keep[part]]
     target.flush()
     del source, target
     os.replace(tmp, path)
@@ -221,11 +222,8 @@ def fingerprint_files(paths: Sequence[Path]) -> str:
 
 
 def _attribute_stats(faces: pd.DataFrame, attributes: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
-    def finite(value: float) -> float | None:
-        return None if not np.isfinite(value) else round(float(value), 6)
-
     return {
-        a: {"mean": finite(faces[a].mean()), "std": finite(faces[a].std()), "missing": int(faces[a].isna().sum())}
+        a: {"mean": json_number(faces[a].mean()), "std": json_number(faces[a].std()), "missing": int(faces[a].isna().sum())}
         for a in attributes
     }
 

@@ -60,3 +60,17 @@ def load_prepared(root: Path) -> PreparedData:
     if len(images) != len(faces):
         raise DataError(f"{root}: {IMAGES_FILE} has {len(images)} faces but {FACES_FILE} has {len(faces)} rows")
     return PreparedData(root=root, images=images, faces=faces, meta=meta)
+
+
+def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame:
+    """Long table for scatter plots: one row per face and attribute, the human mean next to the prediction."""
+    attributes = list(data.attributes)
+    return pd.DataFrame(
+        {
+            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
+            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
+            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
+            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
+            "predicted": predicted.reshape(-1),
+        }
+    )

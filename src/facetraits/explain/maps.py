@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facetraits.batching import batches
 from facetraits.explain.methods.base import AttributionMethod
-from facetraits.models.inference import batches, image_tensor
+from facetraits.models.inference import image_tensor
 
 
 def image_batch(images: np.ndarray, rows: Sequence[int], device: torch.device) -> torch.Tensor:

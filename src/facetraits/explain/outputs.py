@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facetraits.batching import batches
 from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError
@@ -18,7 +19,7 @@ from facetraits.explain.maps import RunningMean
 from facetraits.explain.study import AttributeExplanation, explain_study, mean_defined
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json
-from facetraits.models.inference import batches, device_for, load_net, trained_checkpoints
+from facetraits.models.inference import device_for, load_net, trained_checkpoints
 from facetraits.numbers import flat_metrics, json_number
 from facetraits.spreadsheet import write_csv
 from facetraits.stage_result import StageResult

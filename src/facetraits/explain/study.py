@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facetraits.batching import batches
 from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
 from facetraits.data.synthetic import relevance_mask
@@ -21,7 +22,7 @@ from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbat
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.inference import batches, predict_images
+from facetraits.models.inference import predict_images
 
 MaskReader = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), H, W) bool masks of one attribute
 
@@ -178,8 +179,8 @@ def explain_attribute(
     reference = {f"random_{k}": v for k, v in _curve_scores(net, data, scored_rows, noise, target, params).items()}
     if masks is not None:
         area = RunningMean()
-        for begin in range(0, len(selection.mean_rows), params.batch_size):
-            area.add(mask_area_fraction(masks(selection.mean_rows[begin : begin + params.batch_size])))
+        for part in batches(len(selection.mean_rows), params.batch_size):
+            area.add(mask_area_fraction(masks(selection.mean_rows[part])))
         reference["mask_area_fraction"] = float(area.mean())
     results = [
         _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress)

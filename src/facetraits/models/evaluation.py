@@ -14,7 +14,7 @@ import torch
 import torchvision
 from lightning.pytorch.loggers import Logger
 
-from facetraits.data.prepared import PreparedData
+from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
@@ -37,20 +37,6 @@ def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarr
         columns = [data.attributes.index(a) for a in fit.attributes]
         predicted[:, columns] = predict_images(net, data.images)
     return predicted
-
-
-def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame:
-    """Long table for scatter plots: one row per face and attribute, the human mean next to the prediction."""
-    attributes = list(data.attributes)
-    return pd.DataFrame(
-        {
-            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
-            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
-            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
-            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
-            "predicted": predicted.reshape(-1),
-        }
-    )
 
 
 def best_epoch(fit: FitResult) -> dict[str, float]:

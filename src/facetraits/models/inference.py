@@ -3,13 +3,14 @@ batch by batch. Plain torch: explain, manifold and predict need no Lightning tra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from facetraits.batching import batches
 from facetraits.errors import ConfigError
 from facetraits.models.components.backbones import build_backbone
 from facetraits.models.components.heads import build_heads
@@ -26,12 +27,6 @@ def uses_gpu(accelerator: str) -> bool:
 
 def device_for(accelerator: str) -> str:
     return "cuda" if uses_gpu(accelerator) else "cpu"
-
-
-def batches(count: int, batch_size: int) -> Iterator[slice]:
-    """Consecutive slices of at most `batch_size` covering range(count): memory holds one batch at a time."""
-    for begin in range(0, count, batch_size):
-        yield slice(begin, min(begin + batch_size, count))
 
 
 def image_tensor(faces: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
