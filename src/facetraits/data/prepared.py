@@ -4,6 +4,7 @@ later stage."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ class PreparedData:
     def masks(self) -> np.ndarray | None:
         path = self.root / MASKS_FILE
         return np.load(path, mmap_mode="r") if path.is_file() else None
+
+    def relevance_masks(self, attribute: str) -> Callable[[np.ndarray], np.ndarray] | None:
+        """rows -> (len(rows), S, S) bool: the pixels of the regions meta.json's `attribute_regions` names for
+        `attribute`, where a faithful heatmap goes; read from the memory map row by row. None for data without
+        masks (real faces)."""
+        region_bits = self.masks()
+        if region_bits is None:
+            return None
+        regions = self.meta["regions"]
+        bits = sum(1 << regions.index(region) for region in self.meta["attribute_regions"][attribute])
+        return lambda rows: np.bitwise_and(np.asarray(region_bits[rows]), bits) != 0
 
 
 def load_prepared(root: Path) -> PreparedData:

@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from facetraits.batching import batches
 from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
-from facetraits.data.synthetic import relevance_mask
 from facetraits.errors import ConfigError, DataError
 from facetraits.explain.maps import RunningMean, attribution_maps, image_batch, map_batches, unit_sum
 from facetraits.explain.methods import build_method
@@ -116,14 +115,6 @@ def _curve_scores(
     return {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": curves.used}
 
 
-def _mask_reader(data: PreparedData, attribute: str) -> MaskReader | None:
-    """Ground-truth masks read row by row from the memory map; None for data without masks (real faces)."""
-    region_bits = data.masks()
-    if region_bits is None:
-        return None
-    return lambda rows: relevance_mask(np.asarray(region_bits[rows]), attribute)
-
-
 def _explain_method(
     name: str,
     net: FaceTraitsNet,
@@ -173,7 +164,7 @@ def explain_attribute(
     progress: tqdm | None = None,
 ) -> AttributeExplanation:
     target = net.attributes.index(attribute)
-    masks = _mask_reader(data, attribute)
+    masks = data.relevance_masks(attribute)
     scored_rows = selection.rows[selection.scored]
     noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
     reference = {f"random_{k}": v for k, v in _curve_scores(net, data, scored_rows, noise, target, params).items()}
