@@ -4,8 +4,8 @@ Output folder (replaced atomically, so a failed run leaves the previous one inta
   images.npy       uint8 (N, S, S, 3), np.load(..., mmap_mode="r")
   faces.csv        id, source_file, group, split, one mean-rating column per attribute
   ratings.csv.gz   every single rating (id, attribute, rating, rater, rating_type), when the source has them
-  masks.npy        synthetic only: uint8 (N, S, S) region bitfield, see meta.json "regions"
-  factors.csv      synthetic only: the latent factors behind each face
+  masks.npy        sources with ground truth (synthetic): uint8 (N, S, S) region bitfield, see meta.json "regions"
+  factors.csv      sources with ground truth (synthetic): the latent factors behind each face
   meta.json        source, attributes, scale, size, counts, skipped images, fingerprint
 """
 
@@ -18,10 +18,10 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,6 @@ from tqdm import tqdm
 
 from facetraits.batching import batches
 from facetraits.config import DataParams
-from facetraits.data import synthetic
-from facetraits.data.images import load_face
 from facetraits.data.prepared import (
     FACES_FILE,
     FACTORS_FILE,
@@ -40,8 +38,8 @@ from facetraits.data.prepared import (
     RATINGS_FILE,
     load_prepared,
 )
-from facetraits.data.sources import SourceTable, read_source
-from facetraits.data.sources.base import compact_ratings, select_attributes
+from facetraits.data.sources import open_source
+from facetraits.data.sources.base import FaceJob
 from facetraits.data.split import SPLITS, assign_splits
 from facetraits.errors import DataError
 from facetraits.files import atomic_directory, atomic_write_json
@@ -51,31 +49,6 @@ from facetraits.stage_result import StageResult
 
 CHUNK = 64
 GALLERY_FACES = 32
-
-
-@dataclass(frozen=True)
-class DecodeFile:
-    """Picklable per-image work for file sources."""
-
-    size: int
-    square: Literal["crop", "pad"]
-    max_pixels: int
-
-    def __call__(self, item: Path) -> tuple[np.ndarray, None]:
-        return load_face(item, self.size, self.square, self.max_pixels), None
-
-
-@dataclass(frozen=True)
-class RenderSynthetic:
-    """Picklable per-face work for the synthetic source: the item is its factor row."""
-
-    size: int
-
-    def __call__(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return synthetic.render_face(item, self.size)
-
-
-FaceJob = Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
 
 
 @dataclass(frozen=True)
@@ -228,57 +201,12 @@ def _attribute_stats(faces: pd.DataFrame, attributes: Sequence[str]) -> dict[str
     }
 
 
-def _synthetic_table(params: DataParams) -> tuple[SourceTable, np.ndarray]:
-    settings = params.synthetic
-    factor_seed, rating_seed = np.random.SeedSequence(params.seed).generate_state(2)
-    factors = synthetic.sample_factors(settings.n_faces, int(factor_seed))
-    scores = synthetic.attribute_scores(factors)
-    raw = synthetic.simulate_ratings(
-        scores, settings.n_raters, int(rating_seed), rater_bias_sd=settings.rater_bias_sd, noise_sd=settings.noise_sd
-    )
-    attributes = select_attributes(synthetic.ATTRIBUTES, params.attributes, Path("synthetic"))
-    ids = np.asarray([f"synthetic-{i:05d}" for i in range(settings.n_faces)])
-    means = synthetic.mean_ratings(raw, settings.n_faces)[list(attributes)]
-    faces = pd.concat(
-        [
-            pd.DataFrame({"id": ids, "source_file": [f"rendered:seed={params.seed}:{i}" for i in range(len(ids))]}),
-            pd.DataFrame({"group": ids}),
-            means.reset_index(drop=True),
-        ],
-        axis=1,
-    )
-    raw = raw[raw["attribute"].isin(attributes)]
-    ratings = compact_ratings(
-        pd.DataFrame(
-            {
-                "id": pd.Categorical.from_codes(raw["face"].to_numpy(), categories=ids),
-                "attribute": raw["attribute"].to_numpy(),
-                "rating": raw["rating"].to_numpy(dtype=float),
-                "rater": raw["rater"].to_numpy(),
-                "rating_type": pd.NA,
-            }
-        )
-    )
-    table = SourceTable(
-        root=Path("."), faces=faces, attributes=attributes, scale=synthetic.RATING_SCALE, ratings=ratings, square="pad"
-    )
-    return table, factors
-
-
 def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) -> PrepareReport:
     """Read the source, decode every face once, split, and write the prepared folder atomically."""
     started = time.perf_counter()
     size = params.image_size
-    factors = None
-    if params.source == "synthetic":
-        table, factors = _synthetic_table(params)
-        make_face: FaceJob = RenderSynthetic(size)
-        items: Sequence[Any] = factors
-    else:
-        table = read_source(params)
-        square = table.square if params.square == "auto" else params.square
-        make_face = DecodeFile(size, square, params.max_image_pixels)
-        items = [table.root / f for f in table.faces["source_file"]]
+    source = open_source(params)
+    table, items, truth = source.table, source.items, source.ground_truth
     faces = table.faces
     n = len(faces)
     if n == 0:
@@ -288,10 +216,10 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
         images_path = tmp / IMAGES_FILE
         np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3)).flush()
         masks_path = None
-        if factors is not None:
+        if truth is not None:
             masks_path = tmp / MASKS_FILE
             np.lib.format.open_memmap(masks_path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
-        jobs = [(make_face, images_path, masks_path, s, items[s : s + CHUNK]) for s in range(0, n, CHUNK)]
+        jobs = [(source.make_face, images_path, masks_path, part.start, items[part]) for part in batches(n, CHUNK)]
         failures = _run_chunks(jobs, worker_count(params.workers), params.on_bad_image == "error", progress)
         if failures and params.on_bad_image == "error":
             listed = "\n  ".join(reason for _, reason in failures[:5])
@@ -309,7 +237,8 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
                 if path is not None:
                     _compact(path, keep)
             faces = faces.iloc[keep].reset_index(drop=True)
-            factors = factors[keep] if factors is not None else None
+            if truth is not None:
+                truth = replace(truth, factors=truth.factors.iloc[keep].reset_index(drop=True))
 
         faces.insert(3, "split", assign_splits(faces["group"].tolist(), params.split.fractions, params.seed))
         _require_rated_faces(faces, table.attributes, params.source)
@@ -320,10 +249,8 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             ratings = ratings[ratings["id"].isin(faces["id"])].reset_index(drop=True)
             _write_csv_gz(ratings, tmp / RATINGS_FILE)
             written.append(tmp / RATINGS_FILE)
-        if factors is not None and masks_path is not None:
-            pd.concat([faces[["id"]], pd.DataFrame(factors, columns=synthetic.FACTORS)], axis=1).to_csv(
-                tmp / FACTORS_FILE, index=False
-            )
+        if truth is not None and masks_path is not None:
+            pd.concat([faces[["id"]], truth.factors], axis=1).to_csv(tmp / FACTORS_FILE, index=False)
             written += [masks_path, tmp / FACTORS_FILE]
 
         report = PrepareReport(
@@ -340,9 +267,9 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             seconds=time.perf_counter() - started,
         )
         meta = {key: value for key, value in asdict(report).items() if key != "seconds"}
-        if factors is not None:
-            meta["regions"] = list(synthetic.REGIONS)
-            meta["attribute_regions"] = {a: list(synthetic.ATTRIBUTE_REGIONS[a]) for a in table.attributes}
+        if truth is not None:
+            meta["regions"] = list(truth.regions)
+            meta["attribute_regions"] = {a: list(truth.attribute_regions[a]) for a in table.attributes}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
 

@@ -112,7 +112,7 @@ def _curve_scores(
             params.batch_size, chunk.tolist(), params.seed,
         ))  # fmt: skip
     curves = PerturbationCurves.concatenate(parts)
-    return {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": curves.used}
+    return {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": float(curves.used)}
 
 
 def _explain_method(
