@@ -25,7 +25,7 @@ from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
-from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
+from facetraits.models.face_module import MONITOR, FaceTraitsModule
 from facetraits.models.inference import backbone_features, uses_gpu
 from facetraits.models.probe import fit_ridge_probe
 
@@ -339,15 +339,6 @@ def fit_probe(
         resumed_from_epoch=None,
         seconds=time.perf_counter() - started,
     )
-
-
-def evaluate_checkpoint(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:
-    """Test-split metrics of a saved model on the devices/strategy `train` asks for (DDP included)."""
-    module = load_module(checkpoint)
-    runtime = Runtime.resolve(train)
-    trainer = build_trainer(train, runtime, [], False, checkpoint.parent)
-    results = trainer.test(module, datamodule=build_datamodule(data, module.attributes, train, runtime), verbose=False)
-    return {k: float(v) for k, v in results[0].items()}
 
 
 def fit_heads_on_features(
