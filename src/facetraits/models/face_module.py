@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from facetraits.config import TrainParams
 from facetraits.errors import ConfigError
 from facetraits.models.inference import build_net, read_checkpoint
 from facetraits.models.losses import MaskedRegressionLoss
 from facetraits.models.metrics import AttributeMetrics
 
 MONITOR = "val/pearson_mean"
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """What the module trains with, as typed fields; checkpoints keep them as a plain dict (weights_only loading),
+    and warmup_share is absent from checkpoints older than it."""
+
+    loss: str
+    huber_delta: float
+    pearson_weight: float
+    optimizer: str
+    lr: float
+    backbone_lr_scale: float
+    weight_decay: float
+    momentum: float
+    scheduler: str
+    max_epochs: int
+    warmup_share: float = 0.3
+
+    @classmethod
+    def of(cls, train: TrainParams) -> OptimSettings:
+        return cls(**{field.name: getattr(train, field.name) for field in fields(cls)})
 
 
 class FaceTraitsModule(L.LightningModule):
@@ -42,7 +66,8 @@ class FaceTraitsModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         self.attributes = list(attributes)
         self.net = build_net(attributes, target_mean, target_std, image_size, model)
-        self.loss = MaskedRegressionLoss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
+        self.optim = OptimSettings(**optim)
+        self.loss = MaskedRegressionLoss(self.optim.loss, self.optim.huber_delta, self.optim.pearson_weight)
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)
 
@@ -91,28 +116,28 @@ class FaceTraitsModule(L.LightningModule):
         self._log_metrics("test", self.test_metrics)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = self.hparams.optim
+        optim = self.optim
         backbone = [p for p in self.net.backbone.parameters() if p.requires_grad]
-        groups = [{"params": list(self.net.heads.parameters()), "lr": optim["lr"]}]
+        groups = [{"params": list(self.net.heads.parameters()), "lr": optim.lr}]
         if backbone:
-            groups.append({"params": backbone, "lr": optim["lr"] * optim["backbone_lr_scale"]})
-        if optim["optimizer"] == "sgd":
-            optimizer = torch.optim.SGD(groups, momentum=optim["momentum"], weight_decay=optim["weight_decay"])
-        elif optim["optimizer"] == "adam":
-            optimizer = torch.optim.Adam(groups, weight_decay=optim["weight_decay"])
+            groups.append({"params": backbone, "lr": optim.lr * optim.backbone_lr_scale})
+        if optim.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        elif optim.optimizer == "adam":
+            optimizer = torch.optim.Adam(groups, weight_decay=optim.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(groups, weight_decay=optim["weight_decay"])
-        if optim["scheduler"] == "none":
+            optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
+        if optim.scheduler == "none":
             return {"optimizer": optimizer}
-        if optim["scheduler"] == "onecycle":
+        if optim.scheduler == "onecycle":
             # linear warm-up of every group to its own lr, then cosine annealing, stepped per batch: fine-tuning
             # pretrained weights without a warm-up lets the new head's first large gradients wreck the features
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=[group["lr"] for group in groups], total_steps=self.trainer.estimated_stepping_batches,
-                pct_start=optim.get("warmup_share", 0.3), anneal_strategy="cos",
+                pct_start=optim.warmup_share, anneal_strategy="cos",
             )  # fmt: skip
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim["max_epochs"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 

@@ -25,7 +25,7 @@ from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
-from facetraits.models.face_module import MONITOR, FaceTraitsModule
+from facetraits.models.face_module import MONITOR, FaceTraitsModule, OptimSettings
 from facetraits.models.inference import backbone_features, uses_gpu
 from facetraits.models.probe import fit_ridge_probe
 
@@ -136,19 +136,7 @@ def build_module(
         target_std=std,
         image_size=int(data.images.shape[1]),
         model=dataclasses.asdict(model),
-        optim={
-            "loss": train.loss,
-            "huber_delta": train.huber_delta,
-            "pearson_weight": train.pearson_weight,
-            "optimizer": train.optimizer,
-            "lr": train.lr,
-            "backbone_lr_scale": train.backbone_lr_scale,
-            "weight_decay": train.weight_decay,
-            "momentum": train.momentum,
-            "scheduler": train.scheduler,
-            "warmup_share": train.warmup_share,
-            "max_epochs": train.max_epochs,
-        },
+        optim=dataclasses.asdict(OptimSettings.of(train)),
         inputs=inputs,
     )
 
