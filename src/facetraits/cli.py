@@ -61,6 +61,18 @@ def _study_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_deps(args: argparse.Namespace) -> int:
+    from facetraits.stage_deps import missing_deps, write_stage_deps
+
+    root = Path.cwd()
+    if not args.check:
+        print(f"wrote {write_stage_deps(root)}")
+    missing = missing_deps(root)
+    for stage, files in missing.items():
+        print(f"{stage}: dvc.yaml deps miss {', '.join(files)}", file=sys.stderr)
+    return 1 if missing else 0
+
+
 def _sweep_worker(args: argparse.Namespace) -> int:
     from facetraits.sweep.study import finished_trials, open_study, run_worker, worker_spec_for_join
 
@@ -116,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     study.add_argument("folder", type=Path, help="a folder below the project root (run from the root)")
     study.set_defaults(run=_study_pipeline)
+    deps = commands.add_parser(
+        "stage-deps", help="rewrite dvc.yaml's src/ deps of each stage from its script's imports (run from the root)"
+    )
+    deps.add_argument("--check", action="store_true", help="only list what is missing (exit 1 when anything is)")
+    deps.set_defaults(run=_stage_deps)
     worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
     worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
     worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql+psycopg2://user@host/db")

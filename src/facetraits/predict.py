@@ -16,9 +16,10 @@ import pandas as pd
 import torch
 import yaml
 
+from facetraits.batching import batches
 from facetraits.data.images import load_face
 from facetraits.errors import ConfigError
-from facetraits.models.face_module import load_module
+from facetraits.models.inference import image_tensor, load_net
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -89,7 +90,7 @@ def load_predictor(model: str) -> Predictor:
     """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/..., a model folder)."""
     path = Path(model)
     if path.is_file():
-        net = load_module(path).net
+        net = load_net(path)
         return Predictor(net, net.attributes, net.image_size)
     if not path.exists() and not urlparse(model).scheme:
         raise ConfigError(f"--model: {model}: no such checkpoint file or MLflow model folder")
@@ -140,10 +141,9 @@ def predict_files(
 ) -> pd.DataFrame:
     """One row per image: its path, then one predicted rating per attribute."""
     rows = []
-    for begin in range(0, len(files), batch_size):
-        batch = np.stack([load_face(f, predictor.image_size, square, max_pixels) for f in files[begin : begin + batch_size]])
-        images = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
-        rows.append(predictor.model(images).float().numpy())
+    for part in batches(len(files), batch_size):
+        batch = np.stack([load_face(f, predictor.image_size, square, max_pixels) for f in files[part]])
+        rows.append(predictor.model(image_tensor(batch)).float().numpy())
     table = pd.DataFrame(np.concatenate(rows), columns=list(predictor.attributes))
     table.insert(0, "image", [str(f) for f in files])
     return table

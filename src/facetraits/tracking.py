@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from facetraits.batching import batches
 from facetraits.config import TrackingParams
 from facetraits.errors import ConfigError
 
@@ -111,13 +112,13 @@ class StageRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         timestamp = int(time.time() * 1000)
         entries = [Metric(k, float(v), timestamp, step) for k, v in metrics.items() if v is not None]
-        for begin in range(0, len(entries), _BATCH):
-            self.client.log_batch(self.run_id, metrics=entries[begin : begin + _BATCH])
+        for part in batches(len(entries), _BATCH):
+            self.client.log_batch(self.run_id, metrics=entries[part])
 
     def log_params(self, params: Mapping[str, str]) -> None:
         entries = [Param(k, v) for k, v in params.items()]
-        for begin in range(0, len(entries), _BATCH):
-            self.client.log_batch(self.run_id, params=entries[begin : begin + _BATCH])
+        for part in batches(len(entries), _BATCH):
+            self.client.log_batch(self.run_id, params=entries[part])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])

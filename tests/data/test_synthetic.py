@@ -16,7 +16,6 @@ from facetraits.data.synthetic import (
     REGIONS,
     attribute_scores,
     mean_ratings,
-    relevance_mask,
     render_face,
     sample_factors,
     simulate_ratings,
@@ -251,25 +250,3 @@ def test_jitter_moves_image_and_mask_together() -> None:
     right_drawn, right_mask = mouth_centres(1.0)
     assert right_mask - left_mask > 5  # 6 % of 128 px
     assert abs((right_drawn - left_drawn) - (right_mask - left_mask)) <= 1.0
-
-
-def test_happy_relevance_is_the_mouth_bit_and_small() -> None:
-    bits = np.stack([render_face(row, 64)[1] for row in sample_factors(8, seed=19)])
-    happy = relevance_mask(bits, "happy")
-    assert happy.shape == bits.shape and happy.dtype == bool
-    np.testing.assert_array_equal(happy, region_mask(bits, "mouth"))
-    np.testing.assert_array_equal(relevance_mask(bits[0], "happy"), happy[0])
-    assert happy.any(axis=(1, 2)).all()
-    assert happy.mean(axis=(1, 2)).max() < 0.15
-
-
-def test_relevance_mask_is_the_union_of_the_attribute_regions() -> None:
-    _, bits = render_face(sample_factors(1, seed=20)[0], 64)
-    for attribute, regions in ATTRIBUTE_REGIONS.items():
-        expected = np.logical_or.reduce([region_mask(bits, region) for region in regions])
-        np.testing.assert_array_equal(relevance_mask(bits, attribute), expected)
-
-
-def test_relevance_mask_names_unknown_attributes() -> None:
-    with pytest.raises(KeyError, match="grumpy.*happy"):
-        relevance_mask(np.zeros((4, 4), dtype=np.uint8), "grumpy")

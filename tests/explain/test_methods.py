@@ -35,6 +35,7 @@ def test_every_method_gives_one_non_negative_pixel_map_per_face_on_vgg16(method:
     assert maps.shape == (3, 32, 32)
     assert torch.isfinite(maps).all() and (maps >= 0).all() and (maps.flatten(1).sum(1) > 0).all()
     assert not images.requires_grad, "the caller's batch is left untouched"
+    assert build_method(method, net, PARAMS).name == method, "each name in params.yaml is built by the class of that name"
 
 
 def test_vgg_relus_are_out_of_place_so_guided_backprop_hooks_work() -> None:

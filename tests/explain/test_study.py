@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from facetraits.config import ExplainParams
-from facetraits.data.synthetic import relevance_mask
 from facetraits.errors import ConfigError
 from facetraits.explain.maps import image_batch
 from facetraits.explain.methods import build_method
@@ -82,7 +81,7 @@ def test_mean_map_and_ground_truth_scores_equal_a_direct_computation(faces, mout
     (result,) = explain_study(net, faces, ["happy"], params, show_progress=False)
     test_rows = faces.indices("test")
     np.testing.assert_array_equal(result.selection.mean_rows, test_rows)
-    masks = relevance_mask(np.asarray(faces.masks()[test_rows]), "happy")
+    masks = faces.relevance_masks("happy")(test_rows)
     images = image_batch(faces.images, test_rows, torch.device("cpu"))
     for method in result.methods:
         direct = build_method(method.method, net, params).maps(images, 0, test_rows.tolist()).numpy()

@@ -11,12 +11,12 @@ from facetraits.manifold.correlations import attribute_correlations, cluster_ord
 from facetraits.manifold.study import (
     ManifoldStudy,
     ModelVectors,
-    flat_metrics,
     label_table,
     manifold_study,
     write_manifold_outputs,
 )
 from facetraits.manifold.scores import knn_recoverability, silhouette_by_label
+from facetraits.numbers import flat_metrics
 
 FACES = 60
 # Positions, as data.indices gives them: maps place all faces, rating-based scores use the test faces only.
@@ -219,7 +219,7 @@ def test_undefined_scores_are_null_and_left_out_of_mlflow(tmp_path: Path) -> Non
     knn = metrics["maps"]["human"]["pca"]["2d"]["knn_r"]
     assert knn["calm"] is None and knn["happy"] > 0.5
     assert "manifold/maps/human/pca/2d/knn_r/calm" not in outputs.flat_metrics
-    assert flat_metrics({"a": {"b": 1, "c": None, "d": "text", "e": True}}) == {"manifold/a/b": 1.0}
+    assert flat_metrics({"a": {"b": 1, "c": None, "d": "text", "e": True}}, "manifold") == {"manifold/a/b": 1.0}
     assert not (tmp_path / "manifold" / "figures" / "human_pca_3d.png").exists()
 
 

@@ -7,11 +7,12 @@ import torch
 
 from facetraits.errors import ConfigError
 from facetraits.models.face_module import load_module
-from facetraits.models.training import Runtime, build_datamodule, fit_attributes, predict_images
+from facetraits.models.inference import predict_images
+from facetraits.models.training import Runtime, build_datamodule, fit_attributes
 from tests.models.conftest import tiny_params
 
 
-def _module(tiny_data, **model):
+def _module(tiny_data, optim: dict | None = None, **model):
     from facetraits.models.face_module import FaceTraitsModule
 
     params = tiny_params(model=model)
@@ -24,6 +25,7 @@ def _module(tiny_data, **model):
         optim={
             "loss": "mse", "huber_delta": 1.0, "pearson_weight": 0.5, "optimizer": "adamw", "lr": 1e-3,
             "backbone_lr_scale": 0.1, "weight_decay": 0.0, "momentum": 0.9, "scheduler": "cosine", "max_epochs": 1,
+            **(optim or {}),
         },
     )  # fmt: skip
 
@@ -85,8 +87,7 @@ def test_hflip_average_is_the_mean_of_both_views_in_eval_and_one_view_in_trainin
 
 def test_onecycle_warms_every_group_up_to_its_own_lr_then_anneals(tiny_data) -> None:
     params = tiny_params(train={"scheduler": "onecycle", "warmup_share": 0.25, "max_epochs": 2})
-    module = _module(tiny_data)
-    module.hparams.optim.update(scheduler="onecycle", warmup_share=0.25, max_epochs=2)
+    module = _module(tiny_data, optim={"scheduler": "onecycle", "warmup_share": 0.25, "max_epochs": 2})
     datamodule = build_datamodule(tiny_data, tiny_data.attributes, params.train, Runtime.resolve(params.train))
     seen: list[list[float]] = []
 

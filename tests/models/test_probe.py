@@ -11,7 +11,8 @@ from sklearn.linear_model import Ridge
 
 from facetraits.models.face_module import load_module
 from facetraits.models.probe import fit_ridge_probe
-from facetraits.models.training import backbone_features, train_study
+from facetraits.models.inference import backbone_features
+from facetraits.models.training import train_study
 from tests.models.conftest import tiny_params
 
 ALPHAS = [0.1, 10.0, 1000.0]

@@ -1,11 +1,14 @@
 import json
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 
-from facetraits.config import merge_overrides
-from facetraits.models.training import STATE_FILE, fit_attributes, evaluate_checkpoint, train_study
+from facetraits.config import TrainParams, merge_overrides
+from facetraits.data.prepared import PreparedData
+from facetraits.models.face_module import load_module
+from facetraits.models.training import STATE_FILE, Runtime, build_datamodule, build_trainer, fit_attributes, train_study
 from tests.models.conftest import tiny_params
 
 
@@ -67,13 +70,22 @@ def test_per_attribute_protocol_trains_one_model_each(tiny_data, tmp_path) -> No
     assert not any("dominant" in key for key in fits[0].test)
 
 
+def _test_metrics(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:
+    """Test-split metrics of a saved model on the devices/strategy `train` asks for (DDP included)."""
+    module = load_module(checkpoint)
+    runtime = Runtime.resolve(train)
+    trainer = build_trainer(train, runtime, [], False, checkpoint.parent)
+    results = trainer.test(module, datamodule=build_datamodule(data, module.attributes, train, runtime), verbose=False)
+    return {k: float(v) for k, v in results[0].items()}
+
+
 @pytest.mark.slow
 def test_two_process_ddp_gives_the_single_process_test_metrics(tiny_data, tmp_path) -> None:
     params = tiny_params()
     fit = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
     assert len(tiny_data.indices("test")) % 2 == 1, "an odd test split makes the DDP sampler pad with a repeat"
-    single = evaluate_checkpoint(tiny_data, fit.best_checkpoint, params.train)
-    ddp = evaluate_checkpoint(
+    single = _test_metrics(tiny_data, fit.best_checkpoint, params.train)
+    ddp = _test_metrics(
         tiny_data, fit.best_checkpoint, tiny_params(train={"devices": 2, "strategy": "ddp_fork", "accelerator": "cpu"}).train
     )
     assert set(ddp) == set(single)

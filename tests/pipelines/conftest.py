@@ -62,5 +62,7 @@ def explained(trained) -> dict:
 def _stage_run(study: dict, name: str):
     client = study["client"]
     experiment = client.get_experiment_by_name(study["tracking"].experiment)
-    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_STAGE}` = '{name}'")
+    # the stage's finished run: tests of bad inputs leave FAILED runs of it in the same experiment
+    finished = f"tags.`{TAG_STAGE}` = '{name}' and attributes.status = 'FINISHED'"
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=finished)
     return run

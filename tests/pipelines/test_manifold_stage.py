@@ -10,9 +10,10 @@ import yaml
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import DataError
 from facetraits.manifold.correlations import attribute_correlations
-from facetraits.manifold.study import flat_metrics, model_vectors
+from facetraits.manifold.study import model_vectors
 from facetraits.models.face_module import load_module
-from facetraits.models.training import backbone_features, predict_images
+from facetraits.models.inference import backbone_features, predict_images
+from facetraits.numbers import flat_metrics
 from facetraits.tracking import TAG_FINGERPRINT, TAG_STAGE
 from tests.pipelines.conftest import stage
 
@@ -91,7 +92,7 @@ def test_mlflow_run_holds_the_metrics_and_outputs(mapped) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["manifold.methods"] == str(MANIFOLD["methods"])
     assert run.data.tags[TAG_FINGERPRINT] == load_prepared(mapped["prepared"]).meta["fingerprint"]
-    expected = flat_metrics(json.loads((mapped["manifold"] / "metrics.json").read_text()))
+    expected = flat_metrics(json.loads((mapped["manifold"] / "metrics.json").read_text()), "manifold")
     assert "manifold/maps/features/umap/2d/trustworthiness" in expected
     assert run.data.metrics == expected
     top = {a.path for a in client.list_artifacts(run.info.run_id, "manifold")}

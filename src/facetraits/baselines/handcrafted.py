@@ -19,6 +19,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
+from facetraits.batching import batches
 from facetraits.errors import DataError
 
 CHUNK_FACES = 64  # a memory-mapped 10k-face array is read (and converted to float) a chunk at a time
@@ -48,9 +49,8 @@ def handcrafted_features(
             f"images of {images.shape[1]}x{images.shape[2]} px are smaller than one HOG block ({smallest} px)"
         )
     settings = (hist_bins, lbp_points, lbp_radius, hog_orientations, hog_cell)
-    starts = range(0, len(images), CHUNK_FACES)
     chunks = Parallel(n_jobs=n_jobs)(
-        delayed(_chunk_features)(np.asarray(images[start : start + CHUNK_FACES]), *settings) for start in starts
+        delayed(_chunk_features)(np.asarray(images[part]), *settings) for part in batches(len(images), CHUNK_FACES)
     )
     return np.concatenate(chunks)
 

@@ -15,10 +15,12 @@ import pandas as pd
 from facetraits.baselines.handcrafted import SvrBaselineResult, fit_svr_baseline, handcrafted_features
 from facetraits.baselines.reliability import split_half_reliability
 from facetraits.config import BaselinesParams
-from facetraits.data.prepared import PreparedData
+from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.files import atomic_directory, atomic_write_json
-from facetraits.models.metrics import split_metrics
+from facetraits.models.metrics import shown_score, split_metrics
+from facetraits.numbers import flat_metrics, json_number
 from facetraits.spreadsheet import write_csv
+from facetraits.stage_result import StageResult
 
 NO_RAW_RATINGS = "the data source has no per-rater ratings, so human split-half reliability cannot be estimated"
 
@@ -83,16 +85,14 @@ def baseline_metrics(data: PreparedData, results: BaselineResults) -> dict[str, 
     table = results.reliability
 
     def by_attribute(column: str) -> dict[str, float | None]:
-        return {a: None if np.isnan(v) else round(float(v), 6) for a, v in table[column].items()}
+        return {a: json_number(v) for a, v in table[column].items()}
 
-    def summary(value: float) -> float | None:  # null when no attribute has enough faces for a reliability
-        return None if np.isnan(value) else round(float(value), 6)
-
+    # a summary is null when no attribute has enough faces for a reliability
     human_summary = {
-        "reliability_mean": summary(table["reliability"].mean()),
-        "reliability_min": summary(table["reliability"].min()),
-        "reliability_max": summary(table["reliability"].max()),
-        "ceiling_mean": summary(table["ceiling"].mean()),
+        "reliability_mean": json_number(table["reliability"].mean()),
+        "reliability_min": json_number(table["reliability"].min()),
+        "reliability_max": json_number(table["reliability"].max()),
+        "ceiling_mean": json_number(table["ceiling"].mean()),
         "reliability": by_attribute("reliability"),
         "ceiling": by_attribute("ceiling"),
     }
@@ -103,16 +103,7 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
     """metrics.json, reliability.csv and the hand-crafted predictions: out_dir is replaced whole, or not at all."""
     out_dir = Path(out_dir)
     metrics = baseline_metrics(data, results)
-    attributes = list(data.attributes)
-    predictions = pd.DataFrame(
-        {
-            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
-            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
-            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
-            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
-            "predicted": results.handcrafted.predictions.reshape(-1),
-        }
-    )
+    predictions = predictions_table(data, results.handcrafted.predictions)
     with atomic_directory(out_dir) as folder:
         write_csv(predictions, folder / "handcrafted_predictions.csv", index=False)
         if results.reliability is None:
@@ -122,3 +113,24 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
             write_csv(results.reliability, folder / "reliability.csv")
         atomic_write_json(folder / "metrics.json", metrics)
     return metrics
+
+
+def baselines_stage(data: PreparedData, params: BaselinesParams, out_dir: Path) -> StageResult:
+    """The baselines stage: both reference points computed and written; test and human scores for MLflow."""
+    results = run_baselines(data, params)
+    metrics = write_baseline_outputs(data, results, out_dir)
+    human = metrics["human"]
+    logged = {"handcrafted": {"test": {key: metrics["handcrafted"]["test"][key] for key in ("pearson", "pearson_mean")}}}
+    if "skipped" in human:
+        human_text = f"human reliability skipped: {human['skipped']}"
+    else:
+        logged["human"] = {key: human[key] for key in ("reliability", "reliability_mean", "ceiling_mean")}
+        human_text = (
+            f"human reliability mean {shown_score(human['reliability_mean'])} "
+            f"[{shown_score(human['reliability_min'])}, {shown_score(human['reliability_max'])}]"
+        )
+    summary = (
+        f"{human_text}; hand-crafted SVR test mean Pearson r {shown_score(metrics['handcrafted']['test']['pearson_mean'])} "
+        f"({', '.join(f'{k} {v:.1f} s' for k, v in results.seconds.items())}) -> {out_dir}"
+    )
+    return StageResult(summary, flat_metrics(logged), [(out_dir, "baselines")])

@@ -4,8 +4,8 @@ Output folder (replaced atomically, so a failed run leaves the previous one inta
   images.npy       uint8 (N, S, S, 3), np.load(..., mmap_mode="r")
   faces.csv        id, source_file, group, split, one mean-rating column per attribute
   ratings.csv.gz   every single rating (id, attribute, rating, rater, rating_type), when the source has them
-  masks.npy        synthetic only: uint8 (N, S, S) region bitfield, see meta.json "regions"
-  factors.csv      synthetic only: the latent factors behind each face
+  masks.npy        sources with ground truth (synthetic): uint8 (N, S, S) region bitfield, see meta.json "regions"
+  factors.csv      sources with ground truth (synthetic): the latent factors behind each face
   meta.json        source, attributes, scale, size, counts, skipped images, fingerprint
 """
 
@@ -18,56 +18,37 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from facetraits.batching import batches
 from facetraits.config import DataParams
-from facetraits.data import synthetic
-from facetraits.data.images import load_face
-from facetraits.data.sources import SourceTable, read_source
-from facetraits.data.sources.base import compact_ratings, select_attributes
+from facetraits.data.prepared import (
+    FACES_FILE,
+    FACTORS_FILE,
+    IMAGES_FILE,
+    MASKS_FILE,
+    META_FILE,
+    RATINGS_FILE,
+    load_prepared,
+)
+from facetraits.data.sources import open_source
+from facetraits.data.sources.base import FaceJob
 from facetraits.data.split import SPLITS, assign_splits
 from facetraits.errors import DataError
-from facetraits.files import atomic_directory
+from facetraits.files import atomic_directory, atomic_write_json
+from facetraits.gallery import sample_gallery
+from facetraits.numbers import json_number
+from facetraits.stage_result import StageResult
 
-IMAGES_FILE = "images.npy"
-FACES_FILE = "faces.csv"
-RATINGS_FILE = "ratings.csv.gz"
-MASKS_FILE = "masks.npy"
-FACTORS_FILE = "factors.csv"
-META_FILE = "meta.json"
 CHUNK = 64
-
-
-@dataclass(frozen=True)
-class DecodeFile:
-    """Picklable per-image work for file sources."""
-
-    size: int
-    square: Literal["crop", "pad"]
-    max_pixels: int
-
-    def __call__(self, item: Path) -> tuple[np.ndarray, None]:
-        return load_face(item, self.size, self.square, self.max_pixels), None
-
-
-@dataclass(frozen=True)
-class RenderSynthetic:
-    """Picklable per-face work for the synthetic source: the item is its factor row."""
-
-    size: int
-
-    def __call__(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return synthetic.render_face(item, self.size)
-
-
-FaceJob = Callable[[Any], tuple[np.ndarray, np.ndarray | None]]
+GALLERY_FACES = 32
 
 
 @dataclass(frozen=True)
@@ -180,9 +161,8 @@ def _compact(path: Path, keep: np.ndarray) -> None:
     source = np.load(path, mmap_mode="r")
     tmp = path.with_suffix(".compact.npy")
     target = np.lib.format.open_memmap(tmp, mode="w+", dtype=source.dtype, shape=(len(keep),) + source.shape[1:])
-    for begin in range(0, len(keep), 512):
-        rows = keep[begin : begin + 512]
-        target[begin : begin + len(rows)] = source[rows]
+    for part in batches(len(keep), 512):
+        target[part] = source[keep[part]]
     target.flush()
     del source, target
     os.replace(tmp, path)
@@ -215,66 +195,18 @@ def fingerprint_files(paths: Sequence[Path]) -> str:
 
 
 def _attribute_stats(faces: pd.DataFrame, attributes: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
-    def finite(value: float) -> float | None:
-        return None if not np.isfinite(value) else round(float(value), 6)
-
     return {
-        a: {"mean": finite(faces[a].mean()), "std": finite(faces[a].std()), "missing": int(faces[a].isna().sum())}
+        a: {"mean": json_number(faces[a].mean()), "std": json_number(faces[a].std()), "missing": int(faces[a].isna().sum())}
         for a in attributes
     }
-
-
-def _synthetic_table(params: DataParams) -> tuple[SourceTable, np.ndarray]:
-    settings = params.synthetic
-    factor_seed, rating_seed = np.random.SeedSequence(params.seed).generate_state(2)
-    factors = synthetic.sample_factors(settings.n_faces, int(factor_seed))
-    scores = synthetic.attribute_scores(factors)
-    raw = synthetic.simulate_ratings(
-        scores, settings.n_raters, int(rating_seed), rater_bias_sd=settings.rater_bias_sd, noise_sd=settings.noise_sd
-    )
-    attributes = select_attributes(synthetic.ATTRIBUTES, params.attributes, Path("synthetic"))
-    ids = np.asarray([f"synthetic-{i:05d}" for i in range(settings.n_faces)])
-    means = synthetic.mean_ratings(raw, settings.n_faces)[list(attributes)]
-    faces = pd.concat(
-        [
-            pd.DataFrame({"id": ids, "source_file": [f"rendered:seed={params.seed}:{i}" for i in range(len(ids))]}),
-            pd.DataFrame({"group": ids}),
-            means.reset_index(drop=True),
-        ],
-        axis=1,
-    )
-    raw = raw[raw["attribute"].isin(attributes)]
-    ratings = compact_ratings(
-        pd.DataFrame(
-            {
-                "id": pd.Categorical.from_codes(raw["face"].to_numpy(), categories=ids),
-                "attribute": raw["attribute"].to_numpy(),
-                "rating": raw["rating"].to_numpy(dtype=float),
-                "rater": raw["rater"].to_numpy(),
-                "rating_type": pd.NA,
-            }
-        )
-    )
-    table = SourceTable(
-        root=Path("."), faces=faces, attributes=attributes, scale=synthetic.RATING_SCALE, ratings=ratings, square="pad"
-    )
-    return table, factors
 
 
 def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) -> PrepareReport:
     """Read the source, decode every face once, split, and write the prepared folder atomically."""
     started = time.perf_counter()
     size = params.image_size
-    factors = None
-    if params.source == "synthetic":
-        table, factors = _synthetic_table(params)
-        make_face: FaceJob = RenderSynthetic(size)
-        items: Sequence[Any] = factors
-    else:
-        table = read_source(params)
-        square = table.square if params.square == "auto" else params.square
-        make_face = DecodeFile(size, square, params.max_image_pixels)
-        items = [table.root / f for f in table.faces["source_file"]]
+    source = open_source(params)
+    table, items, truth = source.table, source.items, source.ground_truth
     faces = table.faces
     n = len(faces)
     if n == 0:
@@ -284,10 +216,10 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
         images_path = tmp / IMAGES_FILE
         np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3)).flush()
         masks_path = None
-        if factors is not None:
+        if truth is not None:
             masks_path = tmp / MASKS_FILE
             np.lib.format.open_memmap(masks_path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
-        jobs = [(make_face, images_path, masks_path, s, items[s : s + CHUNK]) for s in range(0, n, CHUNK)]
+        jobs = [(source.make_face, images_path, masks_path, part.start, items[part]) for part in batches(n, CHUNK)]
         failures = _run_chunks(jobs, worker_count(params.workers), params.on_bad_image == "error", progress)
         if failures and params.on_bad_image == "error":
             listed = "\n  ".join(reason for _, reason in failures[:5])
@@ -305,7 +237,8 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
                 if path is not None:
                     _compact(path, keep)
             faces = faces.iloc[keep].reset_index(drop=True)
-            factors = factors[keep] if factors is not None else None
+            if truth is not None:
+                truth = replace(truth, factors=truth.factors.iloc[keep].reset_index(drop=True))
 
         faces.insert(3, "split", assign_splits(faces["group"].tolist(), params.split.fractions, params.seed))
         _require_rated_faces(faces, table.attributes, params.source)
@@ -316,10 +249,8 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             ratings = ratings[ratings["id"].isin(faces["id"])].reset_index(drop=True)
             _write_csv_gz(ratings, tmp / RATINGS_FILE)
             written.append(tmp / RATINGS_FILE)
-        if factors is not None and masks_path is not None:
-            pd.concat([faces[["id"]], pd.DataFrame(factors, columns=synthetic.FACTORS)], axis=1).to_csv(
-                tmp / FACTORS_FILE, index=False
-            )
+        if truth is not None and masks_path is not None:
+            pd.concat([faces[["id"]], truth.factors], axis=1).to_csv(tmp / FACTORS_FILE, index=False)
             written += [masks_path, tmp / FACTORS_FILE]
 
         report = PrepareReport(
@@ -336,8 +267,26 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             seconds=time.perf_counter() - started,
         )
         meta = {key: value for key, value in asdict(report).items() if key != "seconds"}
-        if factors is not None:
-            meta["regions"] = list(synthetic.REGIONS)
-            meta["attribute_regions"] = {a: list(synthetic.ATTRIBUTE_REGIONS[a]) for a in table.attributes}
+        if truth is not None:
+            meta["regions"] = list(truth.regions)
+            meta["attribute_regions"] = {a: list(truth.attribute_regions[a]) for a in table.attributes}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return report
+
+
+def prepare_stage(params: DataParams, out_dir: Path, summary: Path) -> StageResult:
+    """The prepare stage: the prepared folder, its summary JSON, and a gallery and skipped-image list to log."""
+    report = prepare_dataset(params, out_dir)
+    atomic_write_json(summary, report.metrics())
+    gallery = sample_gallery(load_prepared(out_dir).images, GALLERY_FACES, params.seed)
+    line = (
+        f"prepared {report.n_faces} faces ({report.split_counts}) from '{report.source}' in {report.seconds:.1f} s "
+        f"({report.n_faces / report.seconds:.0f} images/s), {len(report.skipped)} skipped -> {out_dir}"
+    )
+    return StageResult(
+        summary=line,
+        metrics=report.tracked_metrics(),
+        texts={"prepare/skipped.tsv": report.skipped_table()},
+        images={"prepare/gallery.png": gallery},
+        fingerprint=report.fingerprint,
+    )

@@ -1,8 +1,10 @@
-"""Read-only access to the prepare stage's output folder, for every later stage."""
+"""The prepared-data format: its file names and read-only access to the prepare stage's output folder, for every
+later stage."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,9 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facetraits.data.prepare import FACES_FILE, IMAGES_FILE, MASKS_FILE, META_FILE, RATINGS_FILE
 from facetraits.data.sources.base import NA_OPTIONS
 from facetraits.errors import DataError
+
+# The prepared folder's files: written by data/prepare.py, read here by every later stage.
+IMAGES_FILE = "images.npy"
+FACES_FILE = "faces.csv"
+RATINGS_FILE = "ratings.csv.gz"
+MASKS_FILE = "masks.npy"
+FACTORS_FILE = "factors.csv"
+META_FILE = "meta.json"
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,17 @@ class PreparedData:
         path = self.root / MASKS_FILE
         return np.load(path, mmap_mode="r") if path.is_file() else None
 
+    def relevance_masks(self, attribute: str) -> Callable[[np.ndarray], np.ndarray] | None:
+        """rows -> (len(rows), S, S) bool: the pixels of the regions meta.json's `attribute_regions` names for
+        `attribute`, where a faithful heatmap goes; read from the memory map row by row. None for data without
+        masks (real faces)."""
+        region_bits = self.masks()
+        if region_bits is None:
+            return None
+        regions = self.meta["regions"]
+        bits = sum(1 << regions.index(region) for region in self.meta["attribute_regions"][attribute])
+        return lambda rows: np.bitwise_and(np.asarray(region_bits[rows]), bits) != 0
+
 
 def load_prepared(root: Path) -> PreparedData:
     root = Path(root)
@@ -52,3 +72,17 @@ def load_prepared(root: Path) -> PreparedData:
     if len(images) != len(faces):
         raise DataError(f"{root}: {IMAGES_FILE} has {len(images)} faces but {FACES_FILE} has {len(faces)} rows")
     return PreparedData(root=root, images=images, faces=faces, meta=meta)
+
+
+def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame:
+    """Long table for scatter plots: one row per face and attribute, the human mean next to the prediction."""
+    attributes = list(data.attributes)
+    return pd.DataFrame(
+        {
+            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
+            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
+            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
+            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
+            "predicted": predicted.reshape(-1),
+        }
+    )

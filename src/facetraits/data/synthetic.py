@@ -478,11 +478,3 @@ def render_face(factors_row: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
         _draw(mask, [(shape, 255 if inside else 0) for shape, inside in masks[region]], centre)
         region_bits |= (np.asarray(mask.reduce(_SUPERSAMPLE)) > 0).astype(np.uint8) << bit
     return image, region_bits
-
-
-def relevance_mask(region_bits: np.ndarray, attribute: str) -> np.ndarray:
-    """Pixels in any region the attribute's factors are drawn in: where a faithful heatmap goes."""
-    if attribute not in ATTRIBUTE_REGIONS:
-        raise KeyError(f"unknown attribute {attribute!r}; known: {', '.join(ATTRIBUTES)}")
-    bits = sum(1 << REGIONS.index(region) for region in ATTRIBUTE_REGIONS[attribute])
-    return np.bitwise_and(region_bits, bits) != 0

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facetraits.batching import batches
 from facetraits.explain.methods.base import AttributionMethod
+from facetraits.models.inference import image_tensor
 
 
 def image_batch(images: np.ndarray, rows: Sequence[int], device: torch.device) -> torch.Tensor:
-    """uint8 (N, H, W, 3) faces -> float [0, 1] (B, 3, H, W) on the device."""
-    batch = torch.from_numpy(np.asarray(images[np.asarray(rows)]))
-    return batch.to(device).permute(0, 3, 1, 2).float().div(255)
+    """The faces at `rows` of uint8 (N, H, W, 3) images as the model's input, on the device."""
+    return image_tensor(images[np.asarray(rows)], device)
 
 
 def map_batches(
@@ -32,8 +33,8 @@ def map_batches(
     """
     device = next(method.net.parameters()).device
     rows = np.asarray(rows)
-    for begin in range(0, len(rows), batch_size):
-        chunk = rows[begin : begin + batch_size]
+    for part in batches(len(rows), batch_size):
+        chunk = rows[part]
         maps = method.maps(image_batch(images, chunk, device), target, chunk.tolist()).cpu().numpy()
         if progress is not None:
             progress.update(len(chunk))

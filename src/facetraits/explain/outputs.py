@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facetraits.batching import batches
+from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
+from facetraits.errors import ConfigError
 from facetraits.explain.figures import heatmap_gallery, mean_heatmap_grid
 from facetraits.explain.maps import RunningMean
-from facetraits.explain.study import AttributeExplanation, mean_defined
+from facetraits.explain.study import AttributeExplanation, explain_study, mean_defined
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json
+from facetraits.models.inference import device_for, load_net, trained_checkpoints
+from facetraits.numbers import flat_metrics, json_number
 from facetraits.spreadsheet import write_csv
+from facetraits.stage_result import StageResult
 
 SCORES_FILE = "scores.json"
 MEAN_GRID_FILE = "mean_heatmaps.png"
@@ -31,24 +36,19 @@ class ExplainOutputs:
     maps_per_s: dict[str, float]  # per method, mean over attributes
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: an undefined score (no usable face) is written as null."""
-    return None if value is None or not math.isfinite(value) else round(float(value), 6)
-
-
 def scores_summary(explanations: Sequence[AttributeExplanation]) -> dict[str, Any]:
     """Per attribute and method, plus each method's mean over attributes (what `dvc metrics show` compares)."""
     attributes: dict[str, Any] = {}
     by_method: dict[str, dict[str, list[float]]] = {}
     for explanation in explanations:
-        entry: dict[str, Any] = {"reference": {k: _finite_or_none(v) for k, v in explanation.reference_scores.items()}}
+        entry: dict[str, Any] = {"reference": {k: json_number(v) for k, v in explanation.reference_scores.items()}}
         for result in explanation.methods:
-            entry[result.method] = {k: _finite_or_none(v) for k, v in result.scores.items()}
+            entry[result.method] = {k: json_number(v) for k, v in result.scores.items()}
             for key, value in result.scores.items():
                 by_method.setdefault(result.method, {}).setdefault(key, []).append(value)
         attributes[explanation.attribute] = entry
     means = {
-        method: {key: _finite_or_none(mean_defined(np.asarray(values))) for key, values in scores.items()}
+        method: {key: json_number(mean_defined(np.asarray(values))) for key, values in scores.items()}
         for method, scores in by_method.items()
     }  # fmt: skip
     return {"mean": means, "attributes": attributes}
@@ -62,24 +62,24 @@ def maps_per_second(explanations: Sequence[AttributeExplanation]) -> dict[str, f
     return {method: float(np.mean(values)) for method, values in rates.items()}
 
 
-def flat_metrics(summary: dict[str, Any], explanations: Sequence[AttributeExplanation]) -> dict[str, float]:
-    flat = {f"explain/{method}/maps_per_s": rate for method, rate in maps_per_second(explanations).items()}
-    for method, scores in summary["mean"].items():
-        flat.update({f"explain/{method}/{key}": value for key, value in scores.items() if value is not None})
+def explain_metrics(summary: dict[str, Any], explanations: Sequence[AttributeExplanation]) -> dict[str, float]:
+    """The scores plus maps per second, per method and per attribute and method, for MLflow."""
+    tree: dict[str, dict[str, Any]] = {method: dict(scores) for method, scores in summary["mean"].items()}
+    for method, rate in maps_per_second(explanations).items():
+        tree.setdefault(method, {})["maps_per_s"] = rate
     for attribute, entry in summary["attributes"].items():
-        for method, scores in entry.items():
-            flat.update({f"explain/{attribute}/{method}/{k}": v for k, v in scores.items() if v is not None})
+        tree[attribute] = {method: dict(scores) for method, scores in entry.items()}
     for explanation in explanations:
         for result in explanation.methods:
-            flat[f"explain/{explanation.attribute}/{result.method}/maps_per_s"] = result.maps_per_s
-    return flat
+            tree[explanation.attribute][result.method]["maps_per_s"] = result.maps_per_s
+    return flat_metrics(tree, "explain")
 
 
 def mean_face(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """uint8 mean of the faces at `rows`, read from the memory map a batch at a time."""
     total = RunningMean()
-    for begin in range(0, len(rows), MEAN_FACE_BATCH):
-        total.add(np.asarray(images[rows[begin : begin + MEAN_FACE_BATCH]]))
+    for part in batches(len(rows), MEAN_FACE_BATCH):
+        total.add(np.asarray(images[rows[part]]))
     return np.asarray(total.mean()).round().astype(np.uint8)
 
 
@@ -143,4 +143,35 @@ def write_explain_outputs(
             save_figure(
                 mean_heatmap_grid(background, means, "Mean attribution maps over test faces"), tmp / MEAN_GRID_FILE
             )
-    return ExplainOutputs(summary, flat_metrics(summary, explanations), maps_per_second(explanations))
+    return ExplainOutputs(summary, explain_metrics(summary, explanations), maps_per_second(explanations))
+
+
+def explain_stage(
+    data: PreparedData, params: ExplainParams, accelerator: str, models_dir: Path, out_dir: Path, params_file: Path
+) -> StageResult:
+    """The explain stage: every wanted attribute explained with the checkpoint that predicts it (one shared
+    model, or one per attribute), written under out_dir."""
+    wanted = data.attributes if params.attributes == "all" else tuple(params.attributes)
+    unknown = sorted(set(wanted) - set(data.attributes))
+    if unknown:
+        raise ConfigError(f"explain.attributes: {unknown} not in the prepared data ({list(data.attributes)})")
+    explanations = []
+    for checkpoint in trained_checkpoints(models_dir):
+        net = load_net(checkpoint, device_for(accelerator))
+        predicted = [a for a in wanted if a in net.attributes]
+        if predicted:
+            explanations += explain_study(net, data, predicted, params)
+    if not explanations:
+        raise ConfigError(
+            f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"
+        )
+    outputs = write_explain_outputs(data, explanations, out_dir)
+    artifacts = [(out_dir / e.attribute, f"explain/{e.attribute}") for e in explanations]
+    artifacts += [(out_dir / SCORES_FILE, "explain"), (out_dir / MEAN_GRID_FILE, "explain")]
+    lines = [
+        f"{method:>22}: {outputs.maps_per_s[method]:.1f} maps/s, deletion AUC {scores['deletion_auc']}, "
+        f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
+        + (f", mass accuracy {scores['mass_accuracy']}" if "mass_accuracy" in scores else "")
+        for method, scores in outputs.scores["mean"].items()
+    ]
+    return StageResult("\n".join(lines), outputs.flat_metrics, artifacts)

@@ -11,10 +11,9 @@ from facetraits.config import ExplainParams
 from facetraits.data.images import load_face
 from facetraits.errors import ConfigError
 from facetraits.explain.figures import overlay
-from facetraits.explain.maps import image_batch
 from facetraits.explain.methods import build_method
 from facetraits.figures import save_figure
-from facetraits.models.face_module import load_module
+from facetraits.models.inference import image_tensor, load_net
 from facetraits.predict import DEFAULT_MAX_PIXELS
 
 
@@ -22,13 +21,13 @@ def explain_image_file(
     image: Path, checkpoint: Path, attribute: str, method: str, params: ExplainParams, out: Path
 ) -> Path:
     """Face and overlay side by side, titled with the predicted rating; the face is squared as `predict` does."""
-    net = load_module(checkpoint).net
+    net = load_net(checkpoint)
     if attribute not in net.attributes:
         raise ConfigError(
             f"--attribute: '{attribute}' is not predicted by {checkpoint} (it has {list(net.attributes)})"
         )
     face = load_face(Path(image), net.image_size, "pad", DEFAULT_MAX_PIXELS)
-    batch = image_batch(face[None], [0], torch.device("cpu"))
+    batch = image_tensor(face[None])
     target = net.attributes.index(attribute)
     with torch.no_grad():
         predicted = float(net(batch)[0, target])

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from facetraits.batching import batches
 from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
-from facetraits.data.synthetic import relevance_mask
 from facetraits.errors import ConfigError, DataError
 from facetraits.explain.maps import RunningMean, attribution_maps, image_batch, map_batches, unit_sum
 from facetraits.explain.methods import build_method
@@ -21,7 +21,7 @@ from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbat
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.training import predict_images
+from facetraits.models.inference import predict_images
 
 MaskReader = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), H, W) bool masks of one attribute
 
@@ -104,20 +104,19 @@ def _curve_scores(
     """Deletion / insertion over `rows`, `batch_size` faces at a time, for each of `targets`."""
     device = next(net.parameters()).device
     parts = []
-    for begin in range(0, len(rows), params.batch_size):
-        chunk = rows[begin : begin + params.batch_size]
+    for part in batches(len(rows), params.batch_size):
+        chunk = rows[part]
         images = image_batch(data.images, chunk, device)
         parts.append(perturbation_curves(
-            net, images, torch.from_numpy(maps[begin : begin + params.batch_size]).to(device),
+            net, images, torch.from_numpy(maps[part]).to(device),
             baseline_images(images, params.baseline, params.blur_sigma), targets, params.curve_steps,
             params.batch_size, chunk.tolist(), params.seed,
         ))  # fmt: skip
     scores = []
     for per_target in zip(*parts, strict=True):
         curves = PerturbationCurves.concatenate(per_target)
-        scores.append(
-            {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc(), "curve_faces": curves.used}
-        )
+        auc = {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc()}
+        scores.append({**auc, "curve_faces": float(curves.used)})
     return scores
 
 
@@ -133,14 +132,6 @@ def random_order_scores(
     targets = [net.attributes.index(attribute) for attribute in attributes]
     scores = _curve_scores(net, data, scored_rows, noise, targets, params)
     return {a: {f"random_{k}": v for k, v in s.items()} for a, s in zip(attributes, scores, strict=True)}
-
-
-def _mask_reader(data: PreparedData, attribute: str) -> MaskReader | None:
-    """Ground-truth masks read row by row from the memory map; None for data without masks (real faces)."""
-    region_bits = data.masks()
-    if region_bits is None:
-        return None
-    return lambda rows: relevance_mask(np.asarray(region_bits[rows]), attribute)
 
 
 def _explain_method(
@@ -193,12 +184,12 @@ def explain_attribute(
     progress: tqdm | None = None,
 ) -> AttributeExplanation:
     """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces."""
-    masks = _mask_reader(data, attribute)
+    masks = data.relevance_masks(attribute)
     reference = dict(random_order)
     if masks is not None:
         area = RunningMean()
-        for begin in range(0, len(selection.mean_rows), params.batch_size):
-            area.add(mask_area_fraction(masks(selection.mean_rows[begin : begin + params.batch_size])))
+        for part in batches(len(selection.mean_rows), params.batch_size):
+            area.add(mask_area_fraction(masks(selection.mean_rows[part])))
         reference["mask_area_fraction"] = float(area.mean())
     results = [
         _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress)
@@ -209,8 +200,7 @@ def explain_attribute(
 
 def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, batch_size: int) -> np.ndarray:
     """(len(rows), A) predicted ratings, read from the memory map one batch at a time."""
-    starts = range(0, len(rows), batch_size)
-    return np.concatenate([predict_images(net, data.images[rows[i : i + batch_size]], batch_size) for i in starts])
+    return np.concatenate([predict_images(net, data.images[rows[part]], batch_size) for part in batches(len(rows), batch_size)])
 
 
 def explain_study(

@@ -8,18 +8,17 @@ people see in a face survives each representation.
 from __future__ import annotations
 
 import itertools
-import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from facetraits.config import ManifoldParams
+from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
@@ -40,10 +39,17 @@ from facetraits.manifold.scores import (
     pair_labels,
     silhouette_by_label,
 )
-from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.face_module import load_module
-from facetraits.models.training import backbone_features, predict_images
+from facetraits.models.inference import (
+    backbone_features,
+    device_for,
+    load_net,
+    predict_from_features,
+    predict_images,
+    trained_checkpoints,
+)
+from facetraits.numbers import flat_metrics, json_number
 from facetraits.spreadsheet import write_csv
+from facetraits.stage_result import StageResult
 
 METRICS_FILE = "metrics.json"
 COORDINATES_FILE = "coordinates.csv"
@@ -58,6 +64,7 @@ METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 SCATTER_METHODS = ("umap", "tsne", "pca")
 # Rating-based scores use only these faces: the model was fitted to the training faces' ratings.
 SCORED_SPLIT = "test"
+TAG_FEATURES_FROM = "facetraits.manifold.features_from"  # the checkpoint whose backbone features are mapped
 # Fewer attributes give fewer than 3 attribute pairs, too few to correlate two correlation matrices.
 MIN_AGREEMENT_ATTRIBUTES = 3
 
@@ -136,10 +143,10 @@ def model_vectors(
     if not checkpoints:
         raise DataError("no trained model to map faces with; run the train stage first (dvc repro train)")
     start = time.perf_counter()
-    nets = (load_module(checkpoint).net.to(device) for checkpoint in checkpoints)
+    nets = (load_net(checkpoint, device) for checkpoint in checkpoints)
     first = next(nets)
     features = backbone_features(first, images, batch_size)
-    columns = dict(zip(first.attributes, _predict_from_features(first, features).T, strict=True))
+    columns = dict(zip(first.attributes, predict_from_features(first, features).T, strict=True))
     for net in nets:
         columns.update(zip(net.attributes, predict_images(net, images, batch_size).T, strict=True))
     unpredicted = [name for name in attributes if name not in columns]
@@ -150,14 +157,6 @@ def model_vectors(
         )
     predicted = pd.DataFrame({name: columns[name].astype(np.float64) for name in attributes})
     return ModelVectors(features, predicted, str(checkpoints[0]), time.perf_counter() - start)
-
-
-def _predict_from_features(net: FaceTraitsNet, features: np.ndarray) -> np.ndarray:
-    """FaceTraitsNet.forward from features already computed: skips the second backbone pass (half the model time)."""
-    with torch.no_grad():
-        device = net.target_mean.device
-        standardized = net.heads(torch.from_numpy(features).to(device))
-        return (standardized * net.target_std + net.target_mean).float().cpu().numpy()
 
 
 def label_table(human: pd.DataFrame, pairs: str | Sequence[Sequence[str]]) -> pd.DataFrame:
@@ -294,12 +293,12 @@ def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, An
     for face_map in study.maps:
         silhouettes = face_map.silhouette.set_index("label")["silhouette"]
         maps.setdefault(face_map.source, {}).setdefault(face_map.method, {})[f"{face_map.dims}d"] = {
-            "trustworthiness": _number(face_map.trustworthiness),
-            "knn_r_mean": _number(face_map.knn_r_mean),
-            "knn_r": {str(name): _number(r) for name, r in face_map.knn_r.items()},
-            "silhouette_mean": _number(face_map.silhouette_mean),
-            "silhouette": {str(label): _number(score) for label, score in silhouettes.items()},
-            "seconds": _number(face_map.seconds),
+            "trustworthiness": json_number(face_map.trustworthiness),
+            "knn_r_mean": json_number(face_map.knn_r_mean),
+            "knn_r": {str(name): json_number(r) for name, r in face_map.knn_r.items()},
+            "silhouette_mean": json_number(face_map.silhouette_mean),
+            "silhouette": {str(label): json_number(score) for label, score in silhouettes.items()},
+            "seconds": json_number(face_map.seconds),
         }
     return {
         "faces": len(study.ids),
@@ -308,22 +307,10 @@ def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, An
         "human_values_imputed": study.imputed,
         "feature_dims": study.feature_dims,
         "features_from": study.features_from,
-        "agreement": None if study.agreement is None else {k: _number(v) for k, v in study.agreement.items()},
+        "agreement": None if study.agreement is None else {k: json_number(v) for k, v in study.agreement.items()},
         "maps": maps,
-        "seconds": {part: _number(value) for part, value in {**study.seconds, "figures": figure_seconds}.items()},
+        "seconds": {part: json_number(value) for part, value in {**study.seconds, "figures": figure_seconds}.items()},
     }
-
-
-def flat_metrics(metrics: Mapping[str, Any], prefix: str = "manifold") -> dict[str, float]:
-    """Every number in metrics.json under its path (`manifold/maps/features/umap/2d/knn_r/happy`); nulls, text left out."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}/{key}"
-        if isinstance(value, Mapping):
-            flat.update(flat_metrics(value, name))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
 
 
 def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutputs:
@@ -345,7 +332,7 @@ def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutpu
         )
         metrics = metrics_summary(study, figure_seconds)
         atomic_write_json(folder / METRICS_FILE, metrics)
-    return ManifoldOutputs(metrics, flat_metrics(metrics))
+    return ManifoldOutputs(metrics, flat_metrics(metrics, "manifold"))
 
 
 def _write_map_figures(study: ManifoldStudy, folder: Path) -> None:
@@ -412,8 +399,31 @@ def _mean(values: pd.Series | np.ndarray) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
-def _number(value: Any) -> int | float | None:
-    """JSON has no NaN: an undefined score is written as null; counts stay integers."""
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return int(value)
-    return round(float(value), 6) if math.isfinite(value) else None
+def best_model_map(maps: Sequence[FaceMap]) -> FaceMap:
+    """The map of the model's features or predictions whose neighbours best recover the human ratings (a map of
+    human ratings recovering human ratings is the reference, not a finding; it counts only when alone)."""
+    model_maps = [face_map for face_map in maps if face_map.source != "human"] or list(maps)
+    return max(model_maps, key=lambda face_map: np.nan_to_num(face_map.knn_r_mean, nan=-1.0))
+
+
+def manifold_stage(
+    data: PreparedData, params: ManifoldParams, accelerator: str, models_dir: Path, out_dir: Path
+) -> StageResult:
+    """The manifold stage: every face mapped from the trained model(s) and human ratings, scored and drawn."""
+    checkpoints = trained_checkpoints(models_dir)
+    model = model_vectors(checkpoints, data.images, data.attributes, device_for(accelerator))
+    human = data.faces[list(data.attributes)]
+    ids, train, test = data.faces["id"].to_numpy(), data.indices("train"), data.indices(SCORED_SPLIT)
+    study = manifold_study(model, ids, human, train, test, params)
+    outputs = write_manifold_outputs(study, out_dir)
+    best = best_model_map(study.maps)
+    shared = "" if len(checkpoints) == 1 else f" (the first of {len(checkpoints)} per-attribute models)"
+    agreement = "" if study.agreement is None else f"; human vs model correlations r {study.agreement['pearson']:.2f}"
+    seconds = sum(value for value in outputs.metrics["seconds"].values() if value is not None)
+    summary = (
+        f"manifold: {len(study.maps)} maps of {len(study.ids)} faces, features from {study.features_from}{shared}; "
+        f"scored on {len(study.scored_rows)} {SCORED_SPLIT} faces: best mean kNN r {best.knn_r_mean:.2f} "
+        f"({best.source} {best.method} {best.dims}-D){agreement}; {seconds:.0f} s"
+    )
+    tags = {TAG_FEATURES_FROM: str(checkpoints[0])}
+    return StageResult(summary, outputs.flat_metrics, [(out_dir, "manifold")], tags)

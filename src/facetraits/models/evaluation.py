@@ -12,51 +12,31 @@ import numpy as np
 import pandas as pd
 import torch
 import torchvision
+from lightning.pytorch.loggers import Logger
 
-from facetraits.data.prepared import PreparedData
-from facetraits.errors import ConfigError
+from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.face_module import MONITOR, load_module
-from facetraits.models.metrics import METRIC_NAMES, rounded_scores
-from facetraits.models.training import FitResult, predict_images
+from facetraits.config import ModelParams, TrainParams
+from facetraits.models.face_module import MONITOR
+from facetraits.models.inference import load_net, predict_images
+from facetraits.models.metrics import METRIC_NAMES, rounded_scores, shown_score
+from facetraits.models.training import FitResult, train_study
+from facetraits.numbers import flat_metrics
 from facetraits.spreadsheet import write_csv
+from facetraits.stage_result import StageResult
 from facetraits.tracking import StageRun
-
-
-def trained_checkpoints(models_dir: Path) -> list[Path]:
-    """The shared model's best.ckpt, or one per attribute under models/<attribute>/ (per_attribute protocol)."""
-    models_dir = Path(models_dir)
-    shared = models_dir / "best.ckpt"
-    found = [shared] if shared.is_file() else sorted(models_dir.glob("*/best.ckpt"))
-    if not found:
-        raise ConfigError(f"{models_dir}: no best.ckpt; run the train stage first (dvc repro train)")
-    return found
 
 
 def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarray:
     """(N, A) predicted ratings in data.attributes order, each attribute from the model that learned it."""
     predicted = np.full((len(data.faces), len(data.attributes)), np.nan, dtype=np.float64)
     for fit in fits:
-        net = load_module(fit.best_checkpoint).net
+        net = load_net(fit.best_checkpoint)
         columns = [data.attributes.index(a) for a in fit.attributes]
         predicted[:, columns] = predict_images(net, data.images)
     return predicted
-
-
-def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame:
-    """Long table for scatter plots: one row per face and attribute, the human mean next to the prediction."""
-    attributes = list(data.attributes)
-    return pd.DataFrame(
-        {
-            "id": np.repeat(data.faces["id"].to_numpy(), len(attributes)),
-            "split": np.repeat(data.faces["split"].to_numpy(), len(attributes)),
-            "attribute": np.tile(np.asarray(attributes), len(data.faces)),
-            "human": data.faces[attributes].to_numpy(dtype=np.float64).reshape(-1),
-            "predicted": predicted.reshape(-1),
-        }
-    )
 
 
 def best_epoch(fit: FitResult) -> dict[str, float]:
@@ -92,15 +72,6 @@ class TrainOutputs:
     artifacts: list[tuple[Path, str]]
 
 
-def flat_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """MLflow keys as the UI charts them: test/pearson/happy, test/pearson_mean, ...; undefined scores are not logged."""
-    flat: dict[str, float | None] = {}
-    for name in METRIC_NAMES:
-        flat[f"test/{name}_mean"] = summary["test"][f"{name}_mean"]
-        flat.update({f"test/{name}/{a}": v for a, v in summary["test"][name].items()})
-    return {key: value for key, value in flat.items() if value is not None}
-
-
 def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
     """metrics.json, history.csv, predictions.csv and figures under out_dir, each written atomically."""
     out_dir = Path(out_dir)
@@ -119,7 +90,7 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
             figure = prediction_scatter(rows["human"].to_numpy(), rows["predicted"].to_numpy(), str(attribute), "test")
             save_figure(figure, figures / "scatter" / f"{attribute}.png")
             artifacts.append((out_dir / "figures" / "scatter" / f"{attribute}.png", "train/figures/scatter"))
-    return TrainOutputs(summary=summary, flat_metrics=flat_test_metrics(summary), artifacts=artifacts)
+    return TrainOutputs(summary=summary, flat_metrics=flat_metrics({"test": summary["test"]}), artifacts=artifacts)
 
 
 def log_model(run: StageRun, net: FaceTraitsNet, name: str) -> str:
@@ -155,3 +126,30 @@ def log_model(run: StageRun, net: FaceTraitsNet, name: str) -> str:
         )
         run.log_artifacts(Path(tmp) / name, name)
     return f"runs:/{run.run_id}/{name}"
+
+
+def train_stage(
+    data: PreparedData, model: ModelParams, train: TrainParams, models_dir: Path, out_dir: Path, run: StageRun | None
+) -> StageResult | None:
+    """The train stage: fit, score and write; Lightning logs the epochs into the stage's MLflow run and each
+    model is logged beside them. None on the extra processes of a multi-GPU run (run None): rank 0 writes."""
+
+    def logger_for(prefix: str | None) -> Logger | bool:
+        if run is None:
+            return False
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(tracking_uri=run.client.tracking_uri, run_id=run.run_id, prefix=prefix or "")
+
+    fits = train_study(data, model, train, models_dir, logger_for)
+    if run is None:
+        return None
+    outputs = write_train_outputs(data, fits, out_dir)
+    for fit in fits:
+        log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}")
+    summary = (
+        f"trained {len(fits)} model(s) on {len(data.attributes)} attribute(s): test mean Pearson r = "
+        f"{shown_score(outputs.summary['test']['pearson_mean'])} (val {shown_score(outputs.summary['val']['pearson_mean'])}) "
+        f"-> {models_dir}, {out_dir}"
+    )
+    return StageResult(summary, outputs.flat_metrics, outputs.artifacts)

@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from facetraits.config import TrainParams
 from facetraits.errors import ConfigError
-from facetraits.models.components.backbones import build_backbone
-from facetraits.models.components.heads import build_heads
-from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.inference import build_net, read_checkpoint
 from facetraits.models.losses import MaskedRegressionLoss
 from facetraits.models.metrics import AttributeMetrics
 
 MONITOR = "val/pearson_mean"
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """What the module trains with, as typed fields; checkpoints keep them as a plain dict (weights_only loading),
+    and warmup_share is absent from checkpoints older than it."""
+
+    loss: str
+    huber_delta: float
+    pearson_weight: float
+    optimizer: str
+    lr: float
+    backbone_lr_scale: float
+    weight_decay: float
+    momentum: float
+    scheduler: str
+    max_epochs: int
+    warmup_share: float = 0.3
+
+    @classmethod
+    def of(cls, train: TrainParams) -> OptimSettings:
+        return cls(**{field.name: getattr(train, field.name) for field in fields(cls)})
 
 
 class FaceTraitsModule(L.LightningModule):
@@ -43,15 +65,9 @@ class FaceTraitsModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.attributes = list(attributes)
-        backbone = build_backbone(
-            model["backbone"], model["weights"], model["trainable_blocks"], image_size, model.get("pool", "avg")
-        )
-        heads = build_heads(model["head"], backbone.feature_dim, len(attributes), model["head_hidden"], model["dropout"])
-        self.net = FaceTraitsNet(
-            backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size,
-            model.get("hflip_average", False),
-        )  # fmt: skip
-        self.loss = MaskedRegressionLoss(optim["loss"], optim["huber_delta"], optim["pearson_weight"])
+        self.net = build_net(attributes, target_mean, target_std, image_size, model)
+        self.optim = OptimSettings(**optim)
+        self.loss = MaskedRegressionLoss(self.optim.loss, self.optim.huber_delta, self.optim.pearson_weight)
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)
 
@@ -100,51 +116,37 @@ class FaceTraitsModule(L.LightningModule):
         self._log_metrics("test", self.test_metrics)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = self.hparams.optim
+        optim = self.optim
         backbone = [p for p in self.net.backbone.parameters() if p.requires_grad]
-        groups = [{"params": list(self.net.heads.parameters()), "lr": optim["lr"]}]
+        groups = [{"params": list(self.net.heads.parameters()), "lr": optim.lr}]
         if backbone:
-            groups.append({"params": backbone, "lr": optim["lr"] * optim["backbone_lr_scale"]})
-        if optim["optimizer"] == "sgd":
-            optimizer = torch.optim.SGD(groups, momentum=optim["momentum"], weight_decay=optim["weight_decay"])
-        elif optim["optimizer"] == "adam":
-            optimizer = torch.optim.Adam(groups, weight_decay=optim["weight_decay"])
+            groups.append({"params": backbone, "lr": optim.lr * optim.backbone_lr_scale})
+        if optim.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=optim.weight_decay)
+        elif optim.optimizer == "adam":
+            optimizer = torch.optim.Adam(groups, weight_decay=optim.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(groups, weight_decay=optim["weight_decay"])
-        if optim["scheduler"] == "none":
+            optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
+        if optim.scheduler == "none":
             return {"optimizer": optimizer}
-        if optim["scheduler"] == "onecycle":
+        if optim.scheduler == "onecycle":
             # linear warm-up of every group to its own lr, then cosine annealing, stepped per batch: fine-tuning
             # pretrained weights without a warm-up lets the new head's first large gradients wreck the features
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=[group["lr"] for group in groups], total_steps=self.trainer.estimated_stepping_batches,
-                pct_start=optim.get("warmup_share", 0.3), anneal_strategy="cos",
+                pct_start=optim.warmup_share, anneal_strategy="cos",
             )  # fmt: skip
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim["max_epochs"])
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=optim.max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 def load_module(checkpoint: Path, map_location: str | torch.device = "cpu") -> FaceTraitsModule:
-    """Rebuild a trained module from a checkpoint without unpickling code (weights_only) or fetching weights."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ConfigError(f"{checkpoint}: checkpoint not found")
-    with checkpoint.open("rb") as file:
-        if file.read(4) != b"PK\x03\x04":
-            raise ConfigError(f"{checkpoint}: not a facetraits checkpoint (a checkpoint is a torch.save zip archive)")
+    """Rebuild a trained module from a checkpoint (to resume or test it); to use the model, load_net suffices."""
+    hparams, state = read_checkpoint(checkpoint, map_location)
+    module = FaceTraitsModule(**hparams)
     try:
-        content = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is not ours
-        raise ConfigError(f"{checkpoint}: not a loadable facetraits checkpoint: {exc}") from None
-    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
-    expected = {"attributes", "target_mean", "target_std", "image_size", "model", "optim"}
-    if not isinstance(hparams, dict) or not expected <= set(hparams):
-        raise ConfigError(f"{checkpoint}: not a facetraits checkpoint (hyper_parameters lack {sorted(expected)})")
-    hparams = {key: hparams[key] for key in expected}
-    module = FaceTraitsModule(**{**hparams, "model": {**hparams["model"], "weights": "none"}})
-    try:
-        module.load_state_dict(content["state_dict"])
+        module.load_state_dict(state)
     except RuntimeError as exc:
         raise ConfigError(f"{checkpoint}: weights do not fit the model it describes: {exc}") from None
     return module.eval()

@@ -33,8 +33,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from facetraits.config import ModelParams, TrainParams
-from facetraits.data.prepare import IMAGES_FILE
-from facetraits.data.prepared import PreparedData
+from facetraits.data.prepared import IMAGES_FILE, PreparedData
 from facetraits.files import atomic_write_json
 from facetraits.models.training import FitResult, Runtime, fit_attributes, fit_signature
 

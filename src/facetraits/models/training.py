@@ -25,8 +25,8 @@ from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
-from facetraits.models.components.net import FaceTraitsNet
-from facetraits.models.face_module import MONITOR, FaceTraitsModule, load_module
+from facetraits.models.face_module import MONITOR, FaceTraitsModule, OptimSettings
+from facetraits.models.inference import backbone_features, uses_gpu
 from facetraits.models.probe import fit_ridge_probe
 
 STATE_FILE = "train_state.json"
@@ -45,7 +45,7 @@ class Runtime:
 
     @classmethod
     def resolve(cls, train: TrainParams) -> Runtime:
-        gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and torch.cuda.is_available())
+        gpu = uses_gpu(train.accelerator)
         return cls(
             accelerator="gpu" if gpu else "cpu",
             precision=("bf16-mixed" if gpu else "32-true") if train.precision == "auto" else train.precision,
@@ -136,19 +136,7 @@ def build_module(
         target_std=std,
         image_size=int(data.images.shape[1]),
         model=dataclasses.asdict(model),
-        optim={
-            "loss": train.loss,
-            "huber_delta": train.huber_delta,
-            "pearson_weight": train.pearson_weight,
-            "optimizer": train.optimizer,
-            "lr": train.lr,
-            "backbone_lr_scale": train.backbone_lr_scale,
-            "weight_decay": train.weight_decay,
-            "momentum": train.momentum,
-            "scheduler": train.scheduler,
-            "warmup_share": train.warmup_share,
-            "max_epochs": train.max_epochs,
-        },
+        optim=dataclasses.asdict(OptimSettings.of(train)),
         inputs=inputs,
     )
 
@@ -341,27 +329,6 @@ def fit_probe(
     )
 
 
-@torch.no_grad()
-def predict_images(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """(N, A) ratings for uint8 (N, S, S, 3) faces, streamed batch by batch (a memory map stays on disk)."""
-    device = next(net.parameters()).device
-    net.eval()
-    out = [np.zeros((0, len(net.attributes)), dtype=np.float32)]
-    for begin in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[begin : begin + batch_size])).to(device)
-        out.append(net(batch.permute(0, 3, 1, 2).float().div(255)).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def evaluate_checkpoint(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:
-    """Test-split metrics of a saved model on the devices/strategy `train` asks for (DDP included)."""
-    module = load_module(checkpoint)
-    runtime = Runtime.resolve(train)
-    trainer = build_trainer(train, runtime, [], False, checkpoint.parent)
-    results = trainer.test(module, datamodule=build_datamodule(data, module.attributes, train, runtime), verbose=False)
-    return {k: float(v) for k, v in results[0].items()}
-
-
 def fit_heads_on_features(
     data: PreparedData,
     features: np.ndarray,
@@ -381,19 +348,6 @@ def fit_heads_on_features(
     trainer = build_trainer(train, runtime, [history, *callbacks], False, Path(tempfile.gettempdir()), checkpointing=False)
     trainer.fit(module, datamodule=datamodule)
     return pd.DataFrame(history.rows)
-
-
-@torch.no_grad()
-def backbone_features(net: FaceTraitsNet, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """(N, D) pooled backbone features of uint8 faces, batch by batch: what the probe and the sweep's
-    frozen-backbone trials fit their heads on."""
-    device = next(net.parameters()).device
-    net.eval()
-    out = [np.zeros((0, net.backbone.feature_dim), dtype=np.float32)]
-    for begin in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[begin : begin + batch_size])).to(device)
-        out.append(net.features(batch.permute(0, 3, 1, 2).float().div(255)).float().cpu().numpy())
-    return np.concatenate(out)
 
 
 def cached_frozen_features(data: PreparedData, model: ModelParams, seed: int, cache_dir: Path) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from facetraits.config import StudyParams, variant_params
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
@@ -18,7 +19,10 @@ from facetraits.files import atomic_directory, atomic_write_json, atomic_write_t
 from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.render import bar_chart, render_html, render_markdown
+from facetraits.numbers import json_number
 from facetraits.report.statistics import MethodComparison, compare_methods
+from facetraits.stage_result import StageResult
+from facetraits.tracking import metric_name
 
 REPORT_OUTPUTS = ("report.md", "report.html", "report.json", "report_figures")  # under results/, as in dvc.yaml
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
@@ -78,15 +82,12 @@ def build_report(attributes: Sequence[str], human: pd.DataFrame | None, methods:
 def report_metrics(report: Report) -> dict[str, Any]:
     """results/report.json: what `dvc metrics show` compares across commits."""
 
-    def clean(value: float) -> float | None:
-        return None if value is None or not math.isfinite(value) else round(float(value), 6)
-
     mean_row = report.table.loc[MEAN_ROW]
     return {
-        "mean_r": {method: clean(mean_row[method]) for method in report.methods},
-        "anova": {"test": report.comparison.anova.test, "p": clean(report.comparison.anova.p_value)},
-        "friedman": {"test": report.comparison.friedman.test, "p": clean(report.comparison.friedman.p_value)},
-        **({"human_ceiling_mean": clean(mean_row[HUMAN_CEILING])} if report.human is not None else {}),
+        "mean_r": {method: json_number(mean_row[method]) for method in report.methods},
+        "anova": {"test": report.comparison.anova.test, "p": json_number(report.comparison.anova.p_value)},
+        "friedman": {"test": report.comparison.friedman.test, "p": json_number(report.comparison.friedman.p_value)},
+        **({"human_ceiling_mean": json_number(mean_row[HUMAN_CEILING])} if report.human is not None else {}),
     }
 
 
@@ -150,3 +151,24 @@ def report_links(results: Path, explain_scores: Mapping[str, Any]) -> list[tuple
     manifold = sorted((results / "manifold").rglob("*.png")) + sorted((results / "manifold").rglob("*.html"))
     links += [(f"Manifold: {p.stem.replace('_', ' ')}", str(p.relative_to(results))) for p in manifold]
     return links
+
+
+def report_stage(data: PreparedData, params: StudyParams, results: Path) -> StageResult:
+    """The report stage: every method's test scores from the other stages' metrics files, compared and written."""
+    variant_labels = {
+        name: f"{BACKBONE_LABELS[variant_params(params, name).model.backbone]}, {name}" for name in params.variants
+    }
+    methods = collect_methods(results, BACKBONE_LABELS[params.model.backbone], variant_labels)
+    baselines = read_metrics(results / "baselines" / "metrics.json")
+    explain_scores = read_metrics(results / "explain" / "scores.json")
+    report = build_report(data.attributes, human_reference(baselines), methods)
+    notes = report_notes(data, baselines, explain_scores)
+    written = write_report(report, params.report.title, report_links(results, explain_scores), notes, results)
+    means = report.table.loc[MEAN_ROW, list(report.methods)]
+    artifacts = [(path, "report" if path.parent == results else "report/figures") for path in written]
+    anova = report.comparison.anova
+    summary = (
+        f"mean test r: {', '.join(f'{m} {means[m]:.3f}' for m in report.methods)}; "
+        f"{anova.test} p = {anova.p_value:.3g} -> {results / 'report.md'}"
+    )
+    return StageResult(summary, {f"report/mean_r/{metric_name(m)}": v for m, v in means.items()}, artifacts)

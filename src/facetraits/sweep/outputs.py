@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -16,11 +16,15 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from facetraits.config import read_yaml
+from facetraits.config import StudyParams, read_yaml
 from facetraits.errors import ConfigError
-from facetraits.files import atomic_directory, atomic_path, atomic_write_text
+from facetraits.files import atomic_directory, atomic_write_text
 from facetraits.sweep.space import as_overrides
+
+if TYPE_CHECKING:
+    from facetraits.tracking import StageRun
 from facetraits.spreadsheet import write_csv
+from facetraits.stage_result import StageResult
 
 TRIAL_COLUMNS = ("number", "state", "value")
 
@@ -98,3 +102,44 @@ def write_trials(study: optuna.Study | None, path: Path) -> pd.DataFrame:
     table = trials_table(study)
     write_csv(table, path, index=False)
     return table
+
+
+SWEEP_OUTPUTS = ("best_params.yaml", "trials.csv", "figures")  # under results/sweep, as in dvc.yaml
+
+
+def default_storage(out_dir: Path) -> str:
+    """sweep.storage null: an SQLite file beside the sweep's outputs."""
+    return f"sqlite:///{(Path(out_dir) / 'optuna.db').resolve()}"
+
+
+def sweep_stage(params: StudyParams, prepared: Path, fingerprint: str, out_dir: Path, run: StageRun) -> StageResult:
+    """The sweep stage: sweep.n_trials trials (none: train uses params.yaml as written), the best as overrides."""
+    best_file = out_dir / "best_params.yaml"
+    if params.sweep.n_trials == 0:
+        write_trials(None, out_dir / "trials.csv")
+        write_figures(None, out_dir / "figures")
+        write_best_params(best_file, best_overrides(None))
+        return StageResult("sweep skipped (sweep.n_trials: 0): train uses params.yaml as written", {}, [(best_file, "sweep")])
+    # imported only when trials run: Lightning and its Optuna integration take ~8-14 s to import,
+    # the default study's whole sweep stage without them is a few seconds
+    from facetraits.sweep.study import finished_trials, run_sweep, study_name
+    from facetraits.sweep.trial_runs import log_missing_trial_runs
+
+    storage = params.sweep.storage or default_storage(out_dir)
+    name = study_name(params, fingerprint)
+    run.set_tags({"optuna.study": name, "optuna.storage": storage.split("@")[-1]})
+    study = run_sweep(params, prepared, storage, name, out_dir / "cache", run.run_id)
+    log_missing_trial_runs(params.tracking, run.run_id, name, study.get_trials(deepcopy=False))
+    table = write_trials(study, out_dir / "trials.csv")
+    figures = write_figures(study, out_dir / "figures")
+    best = best_overrides(study)
+    write_best_params(best_file, best)
+    metrics = {
+        "sweep/n_trials": finished_trials(study),
+        "sweep/n_pruned": int((table["state"] == "PRUNED").sum()),
+        "sweep/n_failed": int((table["state"] == "FAIL").sum()),
+        "sweep/best_value": best.get("value"),
+    }
+    artifacts = [*((figure, "sweep/figures") for figure in figures), (out_dir / "trials.csv", "sweep"), (best_file, "sweep")]
+    summary = f"study {study.study_name}: {finished_trials(study)} trials, best mean val Pearson {best.get('value')}"
+    return StageResult(summary, metrics, artifacts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import optuna
@@ -37,7 +36,3 @@ def as_overrides(values: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(key, {})
         node[leaf] = value
     return nested
-
-
-def space_names(space: SearchSpace) -> list[str]:
-    return [f.name for f in dataclasses.fields(space) if getattr(space, f.name) is not None]

@@ -50,3 +50,10 @@ def missing_trial_runs(tracking: TrackingParams, parent_run_id: str, trials: lis
     )
     logged = {run.data.tags.get(TAG_TRIAL) for run in children}
     return [t for t in trials if str(t.number) not in logged]
+
+
+def log_missing_trial_runs(tracking: TrackingParams, parent_run_id: str, study: str, trials: list[FrozenTrial]) -> None:
+    """A child run for every finished trial that has none: a killed worker's trials still show in MLflow."""
+    finished = [trial for trial in trials if trial.state.is_finished()]
+    for trial in missing_trial_runs(tracking, parent_run_id, finished):
+        log_trial_run(tracking, parent_run_id, study, trial)

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from facetraits.config import DataParams, SourceName
-from facetraits.data.sources.base import SourceTable
+from facetraits.data.sources.base import DecodeFile, SourceFaces, SourceTable
 from facetraits.data.sources.cfd import read_cfd
 from facetraits.data.sources.csv_table import read_csv_source
 from facetraits.data.sources.omi import read_omi
+from facetraits.data.sources.synthetic import render_synthetic
 from facetraits.data.sources.us10k import read_us10k
 from facetraits.errors import DataError
 
@@ -19,6 +20,28 @@ FILE_SOURCES: dict[SourceName, Callable[[DataParams], SourceTable]] = {
     "cfd": read_cfd,
     "csv": read_csv_source,
 }
+
+
+def read_files(params: DataParams) -> SourceFaces:
+    """A file-based source: its table, and each face decoded from its image file."""
+    table = read_source(params)
+    square = table.square if params.square == "auto" else params.square
+    items = [table.root / f for f in table.faces["source_file"]]
+    return SourceFaces(table, items, DecodeFile(params.image_size, square, params.max_image_pixels))
+
+
+# every data.source: what prepare reads or renders its faces with
+SOURCES: dict[SourceName, Callable[[DataParams], SourceFaces]] = {
+    "synthetic": render_synthetic,
+    **{name: read_files for name in FILE_SOURCES},
+}
+
+
+def open_source(params: DataParams) -> SourceFaces:
+    opener = SOURCES.get(params.source)
+    if opener is None:
+        raise DataError(f"data.source: unknown source '{params.source}' ({sorted(SOURCES)})")
+    return opener(params)
 
 
 def read_source(params: DataParams) -> SourceTable:
@@ -31,4 +54,4 @@ def read_source(params: DataParams) -> SourceTable:
     return reader(params)
 
 
-__all__ = ["FILE_SOURCES", "SourceTable", "read_source"]
+__all__ = ["FILE_SOURCES", "SOURCES", "SourceFaces", "SourceTable", "open_source", "read_source"]

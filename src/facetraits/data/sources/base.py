@@ -5,14 +5,15 @@ from __future__ import annotations
 import io
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from facetraits.data.images import load_face
 from facetraits.errors import DataError
 
 RESERVED_COLUMNS = ("id", "source_file", "group", "split")
@@ -41,6 +42,43 @@ class SourceTable:
     scale: tuple[float, float]
     ratings: pd.DataFrame | None
     square: Literal["crop", "pad"]
+
+
+FaceJob = Callable[[Any], tuple[np.ndarray, "np.ndarray | None"]]  # item -> (square face, region bits or None)
+
+
+@dataclass(frozen=True)
+class DecodeFile:
+    """Picklable per-image work for file sources: the item is the image's path."""
+
+    size: int
+    square: Literal["crop", "pad"]
+    max_pixels: int
+
+    def __call__(self, item: Path) -> tuple[np.ndarray, None]:
+        return load_face(item, self.size, self.square, self.max_pixels), None
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What rendered faces know about themselves: which pixels belong to which region (masks.npy), the regions
+    each attribute is drawn in (meta.json) and each face's latent factors (factors.csv), in the table's row order."""
+
+    regions: tuple[str, ...]
+    attribute_regions: Mapping[str, tuple[str, ...]]
+    factors: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class SourceFaces:
+    """What prepare needs from any source: its table, one item per face row and the picklable job that turns an
+    item into a square face (with region bits when the source has ground truth)."""
+
+    table: SourceTable
+    items: Sequence[Any]
+    make_face: FaceJob
+    ground_truth: GroundTruth | None = None
+
 
 
 def resolve_inside(root: Path, relative: str, where: str) -> Path:

@@ -17,14 +17,14 @@ def build_method(name: str, net: FaceTraitsNet, params: ExplainParams) -> Attrib
     common = {"baseline": params.baseline, "blur_sigma": params.blur_sigma}
     sampled = {**common, "stdev": params.noise_stdev, "seed": params.seed, "batch_size": params.batch_size}
     builders = {
-        "gradcam": lambda: GradCam(net, block=params.gradcam_block, **common),
-        "guided_gradcam": lambda: GuidedGradCam(net, block=params.gradcam_block, **common),
-        "integrated_gradients": lambda: IntegratedGradients(
+        GradCam.name: lambda: GradCam(net, block=params.gradcam_block, **common),
+        GuidedGradCam.name: lambda: GuidedGradCam(net, block=params.gradcam_block, **common),
+        IntegratedGradients.name: lambda: IntegratedGradients(
             net, steps=params.ig_steps, batch_size=params.batch_size, **common
         ),
-        "gradient_shap": lambda: GradientShap(net, samples=params.shap_samples, **sampled),
-        "saliency": lambda: Saliency(net, **common),
-        "smoothgrad": lambda: SmoothGrad(net, samples=params.noise_samples, **sampled),
+        GradientShap.name: lambda: GradientShap(net, samples=params.shap_samples, **sampled),
+        Saliency.name: lambda: Saliency(net, **common),
+        SmoothGrad.name: lambda: SmoothGrad(net, samples=params.noise_samples, **sampled),
     }
     if name not in builders:
         raise ConfigError(f"explain.methods: unknown method '{name}'; known: {list(METHOD_NAMES)}")
