@@ -43,8 +43,11 @@ def test_no_weights_is_random_and_missing_imagenet_file_says_where_to_put_it(tmp
     assert not torch.equal(first, build_backbone("vgg16", "none", 1, 32).blocks[0][0].weight)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr("torch.hub.download_url_to_file", _offline)
-    with pytest.raises(ConfigError, match=r"vgg16-397923af.pth under \$TORCH_HOME/hub/checkpoints"):
+    with pytest.raises(ConfigError, match=r"vgg16-397923af.pth under \$TORCH_HOME/hub/checkpoints or give"):
         build_backbone("vgg16", "imagenet", 1, 32)
+    installable = r"mobilenet_v2-b0353104.pth under \$TORCH_HOME/hub/checkpoints \(`facetraits weights mobilenet_v2`"
+    with pytest.raises(ConfigError, match=installable):
+        build_backbone("mobilenet_v2", "imagenet", 1, 32)
 
 
 def _offline(*args, **kwargs):

