@@ -86,8 +86,9 @@ def _refuse_unsafe_mlflow_model(folder: Path, model: str) -> None:
         )
 
 
-def load_predictor(model: str) -> Predictor:
-    """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/..., a model folder)."""
+def load_predictor(model: str, tracking_uri: str | None = None) -> Predictor:
+    """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/<name>@<alias>, a model folder)
+    looked up in `tracking_uri` (None: MLflow's own default)."""
     path = Path(model)
     if path.is_file():
         net = load_net(path)
@@ -101,7 +102,9 @@ def load_predictor(model: str) -> Predictor:
 
     with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp:
         try:
-            folder = path if path.is_dir() else Path(download_artifacts(artifact_uri=model, dst_path=tmp))
+            folder = path if path.is_dir() else Path(
+                download_artifacts(artifact_uri=model, dst_path=tmp, tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            )
         except (MlflowException, OSError) as exc:
             raise _not_loadable(model, exc) from None
         _refuse_unsafe_mlflow_model(folder, model)
