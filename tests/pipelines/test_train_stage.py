@@ -1,6 +1,10 @@
 """The train stage end to end on tiny synthetic data: outputs, the MLflow run, the logged model and predict."""
 
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -97,11 +101,22 @@ def test_predict_cli_matches_the_forward_pass(trained, tmp_path: Path) -> None:
         expected = net(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255).numpy()
     np.testing.assert_allclose(table[["happy", "dominant", "attractive"]].to_numpy(), expected, rtol=1e-5)
 
-    for uri in (f"runs:/{trained['run'].info.run_id}/model", f"models:/{trained['tracking'].experiment}@champion"):
-        via_mlflow = tmp_path / "pred_mlflow.csv"
-        command = ["predict", str(folder), "--model", uri, "--params", str(trained["root"] / "params.yaml")]
-        assert cli([*command, "--out", str(via_mlflow)]) == 0
-        np.testing.assert_allclose(pd.read_csv(via_mlflow).iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+    mlflow.set_tracking_uri(trained["tracking"].uri)
+    via_mlflow = tmp_path / "pred_mlflow.csv"
+    uri = f"runs:/{trained['run'].info.run_id}/model"
+    assert cli(["predict", str(folder), "--model", uri, "--out", str(via_mlflow)]) == 0
+    np.testing.assert_allclose(pd.read_csv(via_mlflow).iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+
+    # the registered champion, found through the study's params.yaml alone, in a fresh process
+    champion = subprocess.run(
+        [str(Path(sys.executable).parent / "facetraits"), "predict", str(folder), "--model",
+         f"models:/{trained['tracking'].experiment}@champion"],
+        cwd=trained["root"], env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert champion.returncode == 0, champion.stderr[-2000:]
+    table = pd.read_csv(io.StringIO(champion.stdout))
+    np.testing.assert_allclose(table.iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_predict_names_a_missing_path(trained, tmp_path: Path, capsys) -> None:
