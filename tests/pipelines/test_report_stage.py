@@ -94,7 +94,8 @@ def test_report_json_is_a_headline_of_a_few_dozen_numbers_from_the_stages_files(
 
 def test_report_refuses_a_stale_metrics_file_naming_it(reported, tmp_path, capsys) -> None:
     """Scores for an attribute the prepared data lacks mean the file predates the data: an error, not a drop."""
-    for name in ("baselines/metrics.json", "variants/no_augment/metrics.json", "explain/scores.json"):
+    inputs = ("baselines/metrics.json", "variants/no_augment/metrics.json", "explain/scores.json", "manifold/metrics.json")
+    for name in inputs:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(reported["results"] / name, tmp_path / name)
     train = json.loads((reported["results"] / "train" / "metrics.json").read_text())

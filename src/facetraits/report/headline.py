@@ -8,7 +8,6 @@ the backbone: an experiment that swaps backbones must land in the same column.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ def headline(
 ) -> dict[str, Any]:
     """`mean_r`: mean test Pearson r by method key (main, variants, handcrafted); `p_values`: omnibus tests by name."""
     test_r = {key: json_number(r) for key, r in mean_r.items()}
-    if human_ceiling is not None and math.isfinite(human_ceiling):
+    if human_ceiling is not None:
         test_r[HUMAN_CEILING_KEY] = json_number(human_ceiling)
     return {
         "test_r_mean": test_r,
@@ -67,8 +66,10 @@ def headline_table(report: Mapping[str, Any], path: Path) -> str:
 
     def walk(node: Mapping[str, Any], prefix: str) -> None:
         for key, value in node.items():
-            name = f"{prefix}{key}"
-            walk(value, f"{name}.") if isinstance(value, Mapping) else rows.append((name, value))
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.")
+            else:
+                rows.append((f"{prefix}{key}", value))
 
     walk({"test_r_mean": report["test_r_mean"], **report}, "")  # the methods first; JSON keeps keys sorted
     width = max(len(name) for name, _ in rows)
