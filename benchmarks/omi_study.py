@@ -46,6 +46,8 @@ def stage_seconds(since_ms: int) -> pd.DataFrame:
         filter_string=f"attributes.start_time >= {since_ms}",
         tracking_uri=params.tracking.uri,
     )
+    if "tags.facetraits.role" in runs:
+        runs = runs[runs["tags.facetraits.role"] != "study"]  # the study's parent run spans all of its stages
     if runs.empty:
         return pd.DataFrame(columns=["stage", "seconds"])
     runs["seconds"] = (runs["end_time"] - runs["start_time"]).dt.total_seconds()

@@ -7,6 +7,7 @@ import sys
 
 from facetraits.report.study import REPORT_OUTPUTS, report_stage
 from facetraits.stage import Stage, StageInputs, run_stage
+from facetraits.tracking import study_runs
 
 STAGE = Stage(
     name="report",
@@ -19,7 +20,8 @@ STAGE = Stage(
 
 
 def call(stage: StageInputs):
-    return report_stage(stage.data, stage.params, stage.paths.results)
+    runs = study_runs(stage.run) if stage.run is not None else []
+    return report_stage(stage.data, stage.params, stage.paths.results, runs)
 
 
 def main(argv: list[str] | None = None) -> int:

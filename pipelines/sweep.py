@@ -13,6 +13,7 @@ STAGE = Stage(
     paths={"prepared": "data/prepared", "out": "results/sweep"},
     outputs=lambda paths: [paths.out / name for name in SWEEP_OUTPUTS],
     logged=None,
+    tracked=lambda params: params.sweep.n_trials > 0,
 )
 
 

@@ -21,7 +21,7 @@ STAGE = Stage(
 
 def call(stage: StageInputs):
     params, paths = stage.params, stage.paths
-    return train_stage(stage.data, params.model, params.train, paths.models, paths.out, stage.run)
+    return train_stage(stage.data, params.model, params.train, params.tracking, paths.models, paths.out, stage.run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from facetraits.data.sources.base import ATTRIBUTE_NAME
 from facetraits.data.sources.cfd import RATING_COLUMNS as CFD_ATTRIBUTES
 from facetraits.errors import ConfigError, DataError
 from facetraits.models.training import fit_attributes
-from facetraits.predict import _pickle_refused, load_predictor, predict_files
+from facetraits.predict import _PICKLE_SWITCH, _environment, load_predictor, predict_files
 from facetraits.spreadsheet import spreadsheet_safe, write_csv
 from tests.conftest import OMI_DEV, REPO, study_params
 from tests.fixtures.layouts import US10K_ATTRIBUTES, make_csv, make_omi, make_us10k
@@ -80,7 +80,7 @@ def face(tmp_path: Path) -> Path:
 
 def test_control_mlflow_itself_imports_the_code_of_such_a_model(tmp_path: Path) -> None:
     folder, module = _code_carrying_model(tmp_path / "model", tmp_path / "ran")
-    with _pickle_refused(), pytest.raises(Exception):
+    with _environment(**{_PICKLE_SWITCH: "false"}), pytest.raises(Exception):
         mlflow.pytorch.load_model(str(folder))
     sys.modules.pop(module, None)
     assert (tmp_path / "ran").exists(), "the hole this project closes: MLflow ran the model's code"

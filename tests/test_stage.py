@@ -16,7 +16,16 @@ from facetraits.errors import DataError
 from facetraits.stage import Stage, StageInputs, run_stage
 from facetraits.stage_result import StageResult
 from facetraits.sweep.outputs import read_best_params
-from facetraits.tracking import TAG_FINGERPRINT, TAG_STAGE, TAG_VARIANT
+from facetraits.tracking import (
+    STUDY_ENV,
+    TAG_DESCRIPTION,
+    TAG_FINGERPRINT,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STAGE,
+    TAG_STUDY,
+    TAG_VARIANT,
+)
 
 
 @pytest.fixture()
@@ -115,7 +124,8 @@ def test_best_params_then_the_variant_are_applied_and_the_run_named_after_it(pro
     (inputs,) = seen
     assert inputs.params.train.lr == 0.0001 and inputs.params.train.batch_size == 8 and inputs.variant == "slow"
     (run,) = _runs(project)
-    assert run.info.run_name == "demo:slow" and run.data.tags[TAG_VARIANT] == "slow"
+    assert run.info.run_name == "variant@slow", "named as its DVC stage"
+    assert run.data.tags[TAG_VARIANT] == "slow"
     assert run.data.params["train.lr"] == "0.0001"
 
 
@@ -133,3 +143,37 @@ def test_other_ranks_compute_but_neither_write_nor_log(project: Path, monkeypatc
     assert run_stage(stage, [*args, "--out", str(project / "a_file" / "out")], lambda s: seen.append(s)) == 0
     assert seen[0].run is None and seen[0].data is not None
     assert _runs(project) == [] and capsys.readouterr().out == ""
+
+
+def test_the_stages_of_one_study_nest_under_its_run_with_descriptions_and_the_dataset(
+    project: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv(STUDY_ENV, "nightly-42")
+    for name in ("first", "second"):
+        assert run_stage(_stage(name=name, description=f"The {name} stage."), _args(project), lambda s: None) == 0
+    runs = {run.info.run_name: run for run in _runs(project)}
+    assert set(runs) == {"study nightly-42", "first", "second"}
+    study = runs["study nightly-42"]
+    assert study.info.status == "FINISHED" and study.data.tags[TAG_ROLE] == "study"
+    for name in ("first", "second"):
+        run = runs[name]
+        assert run.data.tags[TAG_PARENT] == study.info.run_id and run.data.tags[TAG_STUDY] == "nightly-42"
+        assert run.data.tags[TAG_DESCRIPTION] == f"The {name} stage."
+        assert run.data.tags["mlflow.source.name"].endswith("test_stage.py")
+        (dataset,) = run.inputs.dataset_inputs
+        assert (dataset.dataset.name, dataset.dataset.digest) == ("prepared", "f00d")
+        assert json.loads(dataset.dataset.profile) == {"faces": 4, "attributes": 1, "image_size": 8}
+        assert dataset.tags[0].value == name
+
+
+def test_a_stage_run_on_its_own_has_no_study(project: Path, monkeypatch) -> None:
+    monkeypatch.delenv(STUDY_ENV, raising=False)
+    assert run_stage(_stage(), _args(project), lambda s: None) == 0
+    (run,) = _runs(project)
+    assert TAG_PARENT not in run.data.tags and TAG_STUDY not in run.data.tags
+
+
+def test_a_stage_with_nothing_to_log_makes_no_run(project: Path) -> None:
+    seen: list[StageInputs] = []
+    assert run_stage(_stage(tracked=lambda params: False), _args(project), seen.append) == 0
+    assert seen[0].run is None and _runs(project) == []

@@ -78,12 +78,12 @@ def test_a_run_whose_process_died_is_closed_by_the_next_run(tracking: TrackingPa
     assert client.get_run(alive.info.run_id).info.status == "RUNNING", "a live process's run is left alone"
 
 
-def test_metric_name_keeps_labels_readable_within_mlflow_rules() -> None:
-    from facetraits.tracking import metric_name
+def test_metric_key_is_a_lower_case_name_without_spaces() -> None:
+    from facetraits.tracking import metric_key
 
-    assert metric_name("Hand-crafted (colour + LBP + HOG, SVR)") == "Hand-crafted colour LBP HOG SVR"
-    assert metric_name("VGG16-BN, no_augment") == "VGG16-BN no_augment"
-    assert metric_name("report/mean_r/ViT-B/16") == "report/mean_r/ViT-B/16"
+    assert metric_key("Hand-crafted (colour + LBP + HOG, SVR)") == "hand_crafted_colour_lbp_hog_svr"
+    assert metric_key("VGG16-BN, no_augment") == "vgg16_bn_no_augment"
+    assert metric_key("MobileNetV2, imagenet_probe") == "mobilenetv2_imagenet_probe"
 
 
 @pytest.fixture
@@ -139,3 +139,36 @@ def test_a_corrupt_mlflow_db_is_named_and_left_as_it_was(tmp_path: Path) -> None
         with stage_run(TrackingParams(uri=uri), "prepare", {}):
             pytest.fail("the stage must not start")
     assert store.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "subcommand"),
+    [
+        (["/venv/bin/python", "/venv/bin/dvc", "repro"], "repro"),
+        (["python", "-m", "dvc", "exp", "run", "-S", "train.lr=0.1"], "exp"),
+        (["dvc", "exp", "exec-run", "--infofile", "x.run"], "exp"),
+        (["/venv/bin/dvc", "--quiet", "repro", "train"], "repro"),
+        (["/venv/bin/dvc", "status"], None),
+        (["python", "pipelines/train.py", "--params", "dvc"], None),
+        (["/bin/sh", "-c", "python pipelines/train.py"], None),
+    ],
+)
+def test_a_dvc_launcher_is_recognised_by_its_command_line(cmdline: list[str], subcommand: str | None) -> None:
+    from facetraits.tracking import _dvc_subcommand
+
+    assert _dvc_subcommand(cmdline) == subcommand
+
+
+def test_a_study_is_named_by_the_experiment_params_and_commit(tmp_path: Path, monkeypatch) -> None:
+    from facetraits import tracking
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train: {lr: 0.1}\n")
+    monkeypatch.setattr(tracking, "dvc_launcher", lambda: (4242, 1_700_000_000.0))
+    study = tracking.current_study(params, {"DVC_EXP_NAME": "bushy-oaks"})
+    assert study.label.startswith("bushy-oaks · params ") and study.launcher_pid == 4242
+    assert tracking.current_study(params, {}).label.startswith("repro · params ")
+    assert study.key != tracking.current_study(params, {}).key, "an experiment and a repro are two studies"
+    assert tracking.current_study(params, {"FACETRAITS_STUDY": "slurm-7"}) == tracking.Study("slurm-7", "slurm-7")
+    monkeypatch.setattr(tracking, "dvc_launcher", lambda: None)
+    assert tracking.current_study(params, {}) is None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 
@@ -21,10 +23,19 @@ def _check_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracking_uri(args: argparse.Namespace) -> str | None:
+    """Where `runs:/` and `models:/` URIs are looked up: --tracking-uri, else $MLFLOW_TRACKING_URI, else the
+    study's params.yaml (tracking.uri), so `models:/facetraits@champion` works in the project folder as is."""
+    if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or not urlparse(args.model).scheme:
+        return args.tracking_uri
+    return load_params(args.params).tracking.uri if args.params.is_file() else None
+
+
 def _predict(args: argparse.Namespace) -> int:
     from facetraits.predict import collect_images, load_predictor, predict_files
 
-    table = predict_files(load_predictor(args.model), collect_images(args.paths), args.batch_size, args.square)
+    predictor = load_predictor(args.model, _tracking_uri(args))
+    table = predict_files(predictor, collect_images(args.paths), args.batch_size, args.square)
     write_csv(table, sys.stdout if args.out is None else args.out, index=False)
     if args.out is not None:
         print(f"wrote {len(table)} predictions to {args.out}", file=sys.stderr)
@@ -122,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
     predict.add_argument("--batch-size", type=_positive_int, default=32)
     predict.add_argument("--square", choices=["pad", "crop"], default="pad", help="how non-square images are squared")
+    predict.add_argument("--tracking-uri", help="MLflow store of a runs:/ or models:/ URI (default: params.yaml's)")
+    predict.add_argument("--params", type=Path, default=Path("params.yaml"), help="its tracking.uri finds MLflow models")
     predict.set_defaults(run=_predict)
     explain = commands.add_parser("explain", help="write an attribution heatmap of one attribute for one face image")
     explain.add_argument("image", type=Path)

@@ -282,6 +282,9 @@ class TrackingParams:
     experiment: Str = "facetraits"
     artifacts: PathStr = "mlartifacts"
     connect_timeout_s: Float = Field(10.0, gt=0)
+    register: bool = True
+    alias: Str = Field("champion", pattern=r"^[A-Za-z][\w-]*$")
+    system_metrics_s: Float = Field(5.0, ge=0)
 
 
 MethodName = Literal["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap", "saliency", "smoothgrad"]

@@ -36,17 +36,19 @@ class Predictor:
 
 
 @contextmanager
-def _pickle_refused() -> Iterator[None]:
-    """MLflow 3 still unpickles pickle-format models by default: a model file is data, never code to run."""
-    previous = os.environ.get(_PICKLE_SWITCH)
-    os.environ[_PICKLE_SWITCH] = "false"
+def _environment(**variables: str | None) -> Iterator[None]:
+    """MLflow reads these settings from the environment only: set for the call, then restored (None: unchanged)."""
+    given = {name: value for name, value in variables.items() if value is not None}
+    previous = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(_PICKLE_SWITCH)
-        else:
-            os.environ[_PICKLE_SWITCH] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def _not_loadable(model: str, reason: object) -> ConfigError:
@@ -86,8 +88,9 @@ def _refuse_unsafe_mlflow_model(folder: Path, model: str) -> None:
         )
 
 
-def load_predictor(model: str) -> Predictor:
-    """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/..., a model folder)."""
+def load_predictor(model: str, tracking_uri: str | None = None) -> Predictor:
+    """A Lightning checkpoint file, or any MLflow model URI (runs:/..., models:/<name>@<alias>, a model folder)
+    looked up in `tracking_uri` (None: MLflow's own default)."""
     path = Path(model)
     if path.is_file():
         net = load_net(path)
@@ -99,7 +102,10 @@ def load_predictor(model: str) -> Predictor:
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 
-    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp:
+    # MLflow finds the registry and a logged model's store in the environment only, whatever is passed to it;
+    # and MLflow 3 still unpickles pickle-format models by default: a model file is data, never code to run
+    settings = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri, _PICKLE_SWITCH: "false"}
+    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp, _environment(**settings):
         try:
             folder = path if path.is_dir() else Path(download_artifacts(artifact_uri=model, dst_path=tmp))
         except (MlflowException, OSError) as exc:
@@ -107,8 +113,7 @@ def load_predictor(model: str) -> Predictor:
         _refuse_unsafe_mlflow_model(folder, model)
         try:
             metadata = get_model_info(str(folder)).metadata or {}
-            with _pickle_refused():
-                loaded = mlflow.pytorch.load_model(str(folder))
+            loaded = mlflow.pytorch.load_model(str(folder))
         except (MlflowException, OSError) as exc:
             raise _not_loadable(model, exc) from None
     if "attributes" not in metadata or "image_size" not in metadata:

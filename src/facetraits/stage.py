@@ -9,6 +9,7 @@ FaceTraitsError into one `error:` line and exit code 1 (under `dvc repro` as whe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
@@ -21,7 +22,7 @@ from facetraits.data.prepared import PreparedData, load_prepared
 from facetraits.errors import FaceTraitsError
 from facetraits.files import ready_outputs
 from facetraits.stage_result import StageResult
-from facetraits.tracking import TAG_FINGERPRINT, TAG_VARIANT, StageRun, flatten_params, stage_run
+from facetraits.tracking import TAG_FINGERPRINT, TAG_VARIANT, StageRun, current_study, flatten_params, stage_run
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Stage:
     stage writes, from its paths; `logged`: params.yaml sections logged as run params (None: all of them);
     `prepared`: the path flag of the prepared data it reads (None: it reads none); `best_params`: how to read a
     sweep's best_params.yaml, for a stage that takes --best-params and --variant (training); `every_rank`: runs
-    on every process of a distributed run, writing and logging on rank 0 only."""
+    on every process of a distributed run, writing and logging on rank 0 only; `tracked`: whether these params
+    give the stage anything to log (no run otherwise, rather than an empty one)."""
 
     name: str
     description: str
@@ -53,6 +55,7 @@ class Stage:
     best_params: Callable[[Path], dict[str, Any]] | None = None
     every_rank: bool = False
     help: Mapping[str, str] = field(default_factory=dict)
+    tracked: Callable[[StudyParams], bool] = lambda params: True
 
 
 def parse_args(stage: Stage, argv: list[str] | None) -> argparse.Namespace:
@@ -83,6 +86,19 @@ def _rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
+def _stage_run(
+    stage: Stage, args: argparse.Namespace, params: StudyParams, logged: Mapping[str, str], call: Callable[..., Any]
+):
+    """The stage's MLflow run, named as its DVC stage (`variant@<name>` for a variant), in its study."""
+    variant = getattr(args, "variant", None)
+    name, description = stage.name, " ".join(stage.description.split())
+    if variant is not None:
+        name = f"variant@{variant}"
+        description += f" Variant `{variant}`: the main model's settings with params.yaml's variants.{variant} applied."
+    source = os.path.relpath(call.__code__.co_filename)
+    return stage_run(params.tracking, name, logged, current_study(args.params), description, source)
+
+
 def run_stage(stage: Stage, argv: list[str] | None, call: Callable[[StageInputs], StageResult | None]) -> int:
     """Run one stage as DVC does; the exit status: 0, or 1 after an `error:` line naming what is wrong."""
     args = parse_args(stage, argv)
@@ -94,12 +110,18 @@ def run_stage(stage: Stage, argv: list[str] | None, call: Callable[[StageInputs]
             ready_outputs(*stage.outputs(args))
         data = load_prepared(getattr(args, stage.prepared)) if stage.prepared else None
         logged = params if stage.logged is None else {name: getattr(params, name) for name in stage.logged}
-        run_name = stage.name if variant is None else f"{stage.name}:{variant}"
-        tracked = stage_run(params.tracking, run_name, flatten_params(logged)) if logging else nullcontext()
-        with tracked as run:
+        tracked = logging and stage.tracked(params)
+        with _stage_run(stage, args, params, flatten_params(logged), call) if tracked else nullcontext() as run:
             if run is not None:
                 tags = {} if data is None else {TAG_FINGERPRINT: data.meta["fingerprint"]}
                 run.set_tags({**tags, **({TAG_VARIANT: variant or "main"} if stage.best_params else {})})
+                if data is not None:
+                    run.log_dataset(
+                        "prepared", data.meta["fingerprint"][:16], str(Path(data.root).resolve()),
+                        {"faces": len(data.faces), "attributes": len(data.attributes),
+                         "image_size": int(data.images.shape[1])},
+                        context=stage.name,
+                    )  # fmt: skip
             result = call(StageInputs(params, args, data, run, variant))
             if run is not None and result is not None:
                 if result.fingerprint is not None:

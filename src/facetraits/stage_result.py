@@ -26,11 +26,12 @@ class StageResult:
     texts: Mapping[str, str] = dataclasses.field(default_factory=dict)  # artifact file -> text
     images: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)  # artifact file -> image
     fingerprint: str | None = None  # of the data a stage wrote (prepare); the others' comes from what they read
+    model_id: str | None = None  # the LoggedModel the metrics score (the Models tab shows them beside it)
 
     def log_to(self, run: StageRun) -> None:
         if self.tags:
             run.set_tags(self.tags)
-        run.log_metrics(self.metrics)
+        run.log_metrics(self.metrics, model_id=self.model_id)
         for path, folder in self.artifacts:
             (run.log_artifacts if Path(path).is_dir() else run.log_artifact)(Path(path), folder)
         for artifact_file, text in self.texts.items():

@@ -1,11 +1,15 @@
 """MLflow tracking: one run per stage invocation, through an explicit client (no fluent global run).
 
-The default store is a local SQLite file; the same code logs to an `mlflow server` URL.
+The stage runs of one `dvc repro` or `dvc exp run` nest under one study run, so the UI shows a study as one
+thing. The default store is a local SQLite file; the same code logs to an `mlflow server` URL.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import hashlib
+import json
 import os
 import re
 import socket
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import requests
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,6 +38,11 @@ TAG_VARIANT = "facetraits.variant"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_HOST = "facetraits.host"
 TAG_PID = "facetraits.pid"
+TAG_STUDY = "facetraits.study"
+TAG_ROLE = "facetraits.role"  # "study" on a study's parent run
+TAG_PARENT = "mlflow.parentRunId"
+TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
+STUDY_ENV = "FACETRAITS_STUDY"  # one study id for stages that no single dvc process launches (SLURM, several nodes)
 _BATCH = 100
 
 
@@ -53,9 +62,9 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def metric_name(label: str) -> str:
-    """A readable label (`Hand-crafted (colour + LBP)`) as an MLflow metric name, which allows only [\\w .:/-]."""
-    return " ".join(re.sub(r"[^\w .:/-]+", " ", label).split())
+def metric_key(label: str) -> str:
+    """A method's label (`Hand-crafted (colour + LBP)`) as a metric-name part: lower case, no spaces."""
+    return "_".join(re.findall(r"[a-z0-9]+", label.lower()))
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -103,17 +112,87 @@ def experiment_id(client: MlflowClient, params: TrackingParams) -> str:
 
 
 @dataclass(frozen=True)
+class Study:
+    """One `dvc repro` / `dvc exp run`: `key` is unique to it, `label` is what a person reads in the UI."""
+
+    key: str
+    label: str
+    launcher_pid: int | None = None
+
+
+def _dvc_subcommand(cmdline: list[str]) -> str | None:
+    """`repro` or `exp` when the command line runs DVC (`dvc repro`, `python -m dvc exp exec-run`, ...)."""
+    for index, arg in enumerate(cmdline):
+        if Path(arg).name == "dvc":
+            rest = [a for a in cmdline[index + 1 :] if not a.startswith("-")]
+            return rest[0] if rest and rest[0] in ("repro", "exp") else None
+    return None
+
+
+def dvc_launcher() -> tuple[int, float] | None:
+    """The pid and start time of the nearest `dvc repro` / `dvc exp` process above this one; None if there is none."""
+    import psutil
+
+    for process in psutil.Process().parents():
+        try:
+            if _dvc_subcommand(process.cmdline()):
+                return process.pid, process.create_time()
+        except psutil.Error:
+            continue
+    return None
+
+
+def _safe_key(text: str) -> str:
+    return re.sub(r"[^\w.:@+-]", "_", text)[:200]
+
+
+def current_study(params_file: Path, environ: Mapping[str, str] = os.environ) -> Study | None:
+    """The study this stage belongs to: $FACETRAITS_STUDY, else the `dvc repro` / `dvc exp run` that launched it
+    (DVC sets DVC_EXP_NAME for experiments); None for a stage script run on its own."""
+    params_hash = hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:8] if Path(params_file).is_file() else "none"
+    commit = (git_commit() or "no-git")[:7]
+    if environ.get(STUDY_ENV):
+        return Study(_safe_key(environ[STUDY_ENV]), environ[STUDY_ENV])
+    launcher = dvc_launcher()
+    if launcher is None:
+        return None
+    pid, started = launcher
+    name = environ.get("DVC_EXP_NAME") or "repro"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+    key = _safe_key(f"{socket.gethostname()}:{pid}:{started:.2f}:{name}")
+    return Study(key, f"{name} · params {params_hash} · {commit} · {when}", pid)
+
+
+@dataclass(frozen=True)
 class StageRun:
     """A started MLflow run and the client that writes to it."""
 
     client: MlflowClient
     run_id: str
+    experiment_id: str = ""
+    study: Study | None = None
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float | None], step: int = 0, model_id: str | None = None,
+        dataset: tuple[str, str] | None = None,
+    ) -> None:
+        """`model_id` and `dataset` (name, digest) link the values to a logged model and the data they score."""
         timestamp = int(time.time() * 1000)
-        entries = [Metric(k, float(v), timestamp, step) for k, v in metrics.items() if v is not None]
+        name, digest = dataset or (None, None)
+        entries = [
+            Metric(k, float(v), timestamp, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+            for k, v in metrics.items() if v is not None
+        ]  # fmt: skip
         for part in batches(len(entries), _BATCH):
             self.client.log_batch(self.run_id, metrics=entries[part])
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any], context: str) -> None:
+        """The data a stage read, as an MLflow dataset input: the Datasets column and the run's inputs show it."""
+        dataset = Dataset(
+            name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+            profile=json.dumps(dict(profile)),
+        )  # fmt: skip
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
     def log_params(self, params: Mapping[str, str]) -> None:
         entries = [Param(k, v) for k, v in params.items()]
@@ -136,6 +215,22 @@ class StageRun:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
 
+@contextmanager
+def system_metrics(run: StageRun | None, interval_s: float) -> Iterator[None]:
+    """CPU, GPU, memory, disk and network sampled into the run's `system/` metrics (the UI's System metrics)."""
+    if run is None or interval_s <= 0:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=interval_s, tracking_uri=run.client.tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -146,12 +241,11 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def close_orphaned_runs(client: MlflowClient, experiment: str, stage: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of `stage` whose process on this host is gone (e.g. SIGKILLed)."""
+def close_orphaned_runs(client: MlflowClient, experiment: str) -> list[str]:
+    """Mark KILLED the RUNNING runs (stages and studies) whose process on this host is gone (e.g. SIGKILLed)."""
     host = socket.gethostname()
     running = client.search_runs(
-        [experiment],
-        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_HOST}` = '{host}'",
+        [experiment], filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG_HOST}` = '{host}'"
     )
     orphaned = [r.info.run_id for r in running if r.data.tags.get(TAG_PID, "").isdigit() and not _process_alive(int(r.data.tags[TAG_PID]))]
     for run_id in orphaned:
@@ -160,26 +254,81 @@ def close_orphaned_runs(client: MlflowClient, experiment: str, stage: str) -> li
     return orphaned
 
 
+def _source_tags(source: str) -> dict[str, str]:
+    """What the UI's Source and User columns show; git's commit makes the run traceable to the code."""
+    tags = {"mlflow.source.name": source, "mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    commit = git_commit()
+    if commit:
+        tags[TAG_GIT_COMMIT] = commit
+    return tags
+
+
+def study_run_id(client: MlflowClient, experiment: str, study: Study) -> str:
+    """The study's parent run, created by its first stage; RUNNING again while each later stage runs."""
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.`{TAG_STUDY}` = '{study.key}' and tags.`{TAG_ROLE}` = 'study'", max_results=1
+    )
+    if found:
+        client.update_run(found[0].info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return found[0].info.run_id
+    tags = {
+        TAG_STUDY: study.key,
+        TAG_ROLE: "study",
+        TAG_HOST: socket.gethostname(),
+        TAG_DESCRIPTION: (
+            f"Study {study.label}: one `dvc repro` / `dvc exp run` of the pipeline. Its stage runs are nested below; "
+            "stages DVC found up to date did not run and have no run here."
+        ),
+        **_source_tags("dvc.yaml"),
+    }
+    if study.launcher_pid is not None:
+        tags[TAG_PID] = str(study.launcher_pid)
+    return client.create_run(experiment, tags=tags, run_name=f"study {study.label}").info.run_id
+
+
 @contextmanager
-def stage_run(params: TrackingParams, stage: str, run_params: Mapping[str, str]) -> Iterator[StageRun]:
-    """A run tagged with stage and git commit; FINISHED on success, FAILED if the stage raises."""
+def stage_run(
+    params: TrackingParams, stage: str, run_params: Mapping[str, str], study: Study | None = None,
+    description: str = "", source: str = "",
+) -> Iterator[StageRun]:
+    """A run tagged with stage and git commit, nested under its study's run; FINISHED on success, FAILED if the
+    stage raises (and so is the study's run, until its next stage starts)."""
     _check_reachable(params.uri, params.connect_timeout_s)
     try:
         client = MlflowClient(tracking_uri=params.uri)
         experiment = experiment_id(client, params)
-        close_orphaned_runs(client, experiment, stage)
+        close_orphaned_runs(client, experiment)
+        parent = None if study is None else study_run_id(client, experiment, study)
     except (MlflowException, SQLAlchemyError) as exc:
         raise _store_error(params.uri, exc) from None
-    tags = {TAG_STAGE: stage, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
-    commit = git_commit()
-    if commit:
-        tags[TAG_GIT_COMMIT] = commit
+    tags = {TAG_STAGE: stage, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), **_source_tags(source or stage)}
+    if description:
+        tags[TAG_DESCRIPTION] = description
+    if study is not None and parent is not None:
+        tags.update({TAG_STUDY: study.key, TAG_PARENT: parent})
     run = client.create_run(experiment, tags=tags, run_name=stage)
-    stage_run_ = StageRun(client, run.info.run_id)
+    stage_run_ = StageRun(client, run.info.run_id, experiment, study)
     try:
         stage_run_.log_params(run_params)
         yield stage_run_
     except BaseException:
-        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        _terminate(client, RunStatus.FAILED, run.info.run_id, parent)
         raise
-    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    _terminate(client, RunStatus.FINISHED, run.info.run_id, parent)
+
+
+def study_runs(run: StageRun) -> list[tuple[str, str]]:
+    """(name, run id) of the run's study and of the latest run of each of its stages, in the order they started."""
+    if run.study is None:
+        return []
+    found = run.client.search_runs(
+        [run.experiment_id], filter_string=f"tags.`{TAG_STUDY}` = '{run.study.key}'", order_by=["attributes.start_time ASC"]
+    )
+    latest = {r.info.run_name: r.info.run_id for r in found}
+    return list(latest.items())
+
+
+def _terminate(client: MlflowClient, status: int, *run_ids: str | None) -> None:
+    for run_id in run_ids:
+        if run_id is not None:
+            client.set_terminated(run_id, RunStatus.to_string(status))

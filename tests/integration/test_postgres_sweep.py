@@ -76,8 +76,10 @@ def test_train_run_metrics_and_artifacts_read_back_through_the_server(
     assert len(client.get_metric_history(run.info.run_id, "val/pearson/happy")) == 1  # one epoch
     best = read_best_params(scale_out.project / "results" / "sweep" / "best_params.yaml")
     assert float(run.data.params["train.lr"]) == pytest.approx(best["train"]["lr"])
-    logged = {a.path for folder in ("train", "model") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"train/metrics.json", "train/predictions.csv", "model/MLmodel"} <= logged
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
+    assert {"train/metrics.json", "train/predictions.csv"} <= logged
+    (output,) = run.outputs.model_outputs  # the model is a LoggedModel of the run, its files on the server
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(output.model_id)}
     downloaded = Path(client.download_artifacts(run.info.run_id, "train/metrics.json", str(tmp_path)))
     assert downloaded.read_bytes() == local.read_bytes()
     # proxied: the stage uploaded over HTTP and the server wrote the file into its own artifact root

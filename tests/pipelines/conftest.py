@@ -31,7 +31,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "data": {"image_size": 32, "attributes": ["happy", "dominant", "attractive"], "synthetic": {"n_faces": 40}},
         "model": {"head_hidden": 8},
         "train": {"max_epochs": 2, "batch_size": 16, "progress_bar": False, "patience": 5},
-        "tracking": {"uri": tracking.uri, "experiment": tracking.experiment, "artifacts": tracking.artifacts},
+        "tracking": {
+            "uri": tracking.uri, "experiment": tracking.experiment, "artifacts": tracking.artifacts, "system_metrics_s": 0.5
+        },
         "explain": EXPLAIN,
         "baselines": {"reliability_repeats": 5, "handcrafted": {"c_grid": [1.0, 10.0]}},
         "variants": {"no_augment": {"train": {"augment": {"strength": 0.0}, "max_epochs": 1}}},

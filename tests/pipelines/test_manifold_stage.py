@@ -10,7 +10,7 @@ import yaml
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import DataError
 from facetraits.manifold.correlations import attribute_correlations
-from facetraits.manifold.study import model_vectors
+from facetraits.manifold.study import model_vectors, run_metrics
 from facetraits.models.face_module import load_module
 from facetraits.models.inference import backbone_features, predict_images
 from facetraits.numbers import flat_metrics
@@ -92,9 +92,12 @@ def test_mlflow_run_holds_the_metrics_and_outputs(mapped) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.params["manifold.methods"] == str(MANIFOLD["methods"])
     assert run.data.tags[TAG_FINGERPRINT] == load_prepared(mapped["prepared"]).meta["fingerprint"]
-    expected = flat_metrics(json.loads((mapped["manifold"] / "metrics.json").read_text()), "manifold")
+    metrics = json.loads((mapped["manifold"] / "metrics.json").read_text())
+    expected = flat_metrics(run_metrics(metrics), "manifold")
     assert "manifold/maps/features/umap/2d/trustworthiness" in expected
     assert run.data.metrics == expected
+    detail = [key for key in flat_metrics(metrics, "manifold") if key not in expected]
+    assert detail and all("/knn_r/" in k or "/silhouette/" in k for k in detail), "per-attribute values: metrics.json"
     top = {a.path for a in client.list_artifacts(run.info.run_id, "manifold")}
     assert top == {
         "manifold/metrics.json", "manifold/coordinates.csv", "manifold/correlations_human.csv",

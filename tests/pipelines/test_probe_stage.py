@@ -47,7 +47,8 @@ def test_probe_run_logs_metrics_penalties_and_a_model(probed) -> None:
     assert run.data.params["train.protocol"] == "probe"
     assert {f"test/pearson/{a}" for a in ATTRIBUTES} <= set(run.data.metrics)
     assert {f"probe/log10_alpha/{a}" for a in ATTRIBUTES} <= set(run.data.metrics) and "probe/fit_seconds" in run.data.metrics
-    assert "model" in {artifact.path for artifact in probed["client"].list_artifacts(run.info.run_id)}
+    (output,) = run.outputs.model_outputs
+    assert probed["client"].get_logged_model(output.model_id).source_run_id == run.info.run_id
 
 
 def test_predict_cli_on_the_probe_checkpoint_is_its_forward_pass(probed, tmp_path: Path) -> None:

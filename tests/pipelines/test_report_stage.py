@@ -133,11 +133,17 @@ def test_baselines_stage_scores_the_svr_on_test_faces_and_logs_reliability(repor
     assert ((reliability["reliability"] > 0.5) & (reliability["reliability"] <= 1)).all()
     run = _stage_run(reported, "baselines")
     assert run.data.metrics["human/reliability_mean"] == metrics["human"]["reliability_mean"]
-    assert run.data.metrics["handcrafted/test/pearson_mean"] == metrics["handcrafted"]["test"]["pearson_mean"]
+    flat = flat_metrics(metrics)
+    shared_keys = {key.removeprefix("handcrafted/"): value for key, value in flat.items() if "/val/" in key or "/test/" in key}
+    assert shared_keys["test/pearson/happy"] == metrics["handcrafted"]["test"]["pearson"]["happy"]
+    assert {key: run.data.metrics[key] for key in shared_keys} == shared_keys, "under the trained models' keys"
+    others = {key: value for key, value in flat.items() if not ("/val/" in key or "/test/" in key)}
+    assert {key: run.data.metrics[key] for key in others} == others
+    assert len(run.data.metrics) == len(flat), "every number of metrics.json, once"
 
 
 def test_a_variant_trains_with_its_changes_and_is_tagged(reported) -> None:
-    run = _stage_run(reported, "train:no_augment")
+    run = _stage_run(reported, "variant@no_augment")
     assert run.data.params["train.augment.strength"] == "0.0" and run.data.params["train.max_epochs"] == "1"
     assert run.data.tags["facetraits.variant"] == "no_augment"
     assert (reported["root"] / "variants" / "no_augment" / "models" / "best.ckpt").is_file()

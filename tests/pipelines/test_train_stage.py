@@ -1,6 +1,10 @@
 """The train stage end to end on tiny synthetic data: outputs, the MLflow run, the logged model and predict."""
 
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -49,12 +53,17 @@ def test_mlflow_run_holds_params_tags_epoch_metrics_and_artifacts(trained) -> No
     assert run.data.tags[TAG_FINGERPRINT] == prepared_meta["fingerprint"]
     assert run.data.params["model.backbone"] == "vgg16_bn" and run.data.params["train.max_epochs"] == "2"
     per_epoch = client.get_metric_history(run.info.run_id, "val/pearson/happy")
-    assert len(per_epoch) == 2
+    assert [m.step for m in per_epoch] == [0, 1], "stepped by epoch, the UI's x-axis"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [0, 1]
+    assert len(client.get_metric_history(run.info.run_id, "test/pearson/happy")) == 1, "a final value is logged once"
+    assert "epoch" not in run.data.metrics
+    assert all(key.split(".")[0] in ("data", "model", "train") for key in run.data.params), "params once, as in params.yaml"
+    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics), "system metrics while training"
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
     assert run.data.metrics["test/pearson/happy"] == pytest.approx(metrics["test"]["pearson"]["happy"])
     assert run.data.metrics["test/mae_mean"] == pytest.approx(metrics["test"]["mae_mean"])
-    artifacts = {a.path for folder in ("train", "train/figures", "model") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"train/metrics.json", "train/predictions.csv", "train/figures/learning_curves.png", "model/MLmodel"} <= artifacts
+    artifacts = {a.path for folder in ("train", "train/figures") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"train/metrics.json", "train/predictions.csv", "train/figures/learning_curves.png"} <= artifacts
     scatter = {a.path for a in client.list_artifacts(run.info.run_id, "train/figures/scatter")}
     assert scatter == {f"train/figures/scatter/{a}.png" for a in ("happy", "dominant", "attractive")}
 
@@ -70,6 +79,20 @@ def test_logged_model_matches_the_checkpoint(trained) -> None:
     with torch.no_grad():
         torch.testing.assert_close(logged(images), net(images), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(info.metadata["target_std"], net.target_std.numpy(), rtol=1e-6)
+
+
+def test_the_model_is_a_logged_model_linked_to_its_scores_and_registered_with_the_alias(trained) -> None:
+    client, run, tracking = trained["client"], trained["run"], trained["tracking"]
+    (output,) = run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id, model.status.to_int()) == ("model", run.info.run_id, 2)  # READY
+    assert model.params["model.backbone"] == "vgg16_bn"
+    linked = {m.key: m.value for m in model.metrics}
+    assert linked["test/pearson/happy"] == run.data.metrics["test/pearson/happy"]
+    champion = client.get_model_version_by_alias(tracking.experiment, "champion")
+    assert (champion.source, champion.run_id) == (f"models:/{model.model_id}", run.info.run_id)
+    metrics = json.loads((trained["out"] / "metrics.json").read_text())
+    assert float(champion.tags["val_pearson_mean"]) == pytest.approx(metrics["val"]["pearson_mean"], abs=1e-6)
 
 
 def test_predict_cli_matches_the_forward_pass(trained, tmp_path: Path) -> None:
@@ -95,6 +118,17 @@ def test_predict_cli_matches_the_forward_pass(trained, tmp_path: Path) -> None:
     uri = f"runs:/{trained['run'].info.run_id}/model"
     assert cli(["predict", str(folder), "--model", uri, "--out", str(via_mlflow)]) == 0
     np.testing.assert_allclose(pd.read_csv(via_mlflow).iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
+
+    # the registered champion, found through the study's params.yaml alone, in a fresh process
+    champion = subprocess.run(
+        [str(Path(sys.executable).parent / "facetraits"), "predict", str(folder), "--model",
+         f"models:/{trained['tracking'].experiment}@champion"],
+        cwd=trained["root"], env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert champion.returncode == 0, champion.stderr[-2000:]
+    table = pd.read_csv(io.StringIO(champion.stdout))
+    np.testing.assert_allclose(table.iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_predict_names_a_missing_path(trained, tmp_path: Path, capsys) -> None:

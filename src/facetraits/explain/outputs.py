@@ -63,15 +63,11 @@ def maps_per_second(explanations: Sequence[AttributeExplanation]) -> dict[str, f
 
 
 def explain_metrics(summary: dict[str, Any], explanations: Sequence[AttributeExplanation]) -> dict[str, float]:
-    """The scores plus maps per second, per method and per attribute and method, for MLflow."""
+    """Each method's scores (mean over attributes) and maps per second, for MLflow: a few dozen charts; the
+    per-attribute values are in the run's scores.json rather than hundreds of one-point charts."""
     tree: dict[str, dict[str, Any]] = {method: dict(scores) for method, scores in summary["mean"].items()}
     for method, rate in maps_per_second(explanations).items():
         tree.setdefault(method, {})["maps_per_s"] = rate
-    for attribute, entry in summary["attributes"].items():
-        tree[attribute] = {method: dict(scores) for method, scores in entry.items()}
-    for explanation in explanations:
-        for result in explanation.methods:
-            tree[explanation.attribute][result.method]["maps_per_s"] = result.maps_per_s
     return flat_metrics(tree, "explain")
 
 
@@ -166,7 +162,12 @@ def explain_stage(
             f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"
         )
     outputs = write_explain_outputs(data, explanations, out_dir)
-    artifacts = [(out_dir / e.attribute, f"explain/{e.attribute}") for e in explanations]
+    artifacts = [  # the maps as .npy stay in the DVC output: MLflow's UI cannot show them
+        (path, f"explain/{path.parent.relative_to(out_dir).as_posix()}")
+        for e in explanations
+        for path in sorted((out_dir / e.attribute).rglob("*"))
+        if path.is_file() and path.suffix != ".npy"
+    ]
     artifacts += [(out_dir / SCORES_FILE, "explain"), (out_dir / MEAN_GRID_FILE, "explain")]
     lines = [
         f"{method:>22}: {outputs.maps_per_s[method]:.1f} maps/s, deletion AUC {scores['deletion_auc']}, "

@@ -332,7 +332,18 @@ def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutpu
         )
         metrics = metrics_summary(study, figure_seconds)
         atomic_write_json(folder / METRICS_FILE, metrics)
-    return ManifoldOutputs(metrics, flat_metrics(metrics, "manifold"))
+    return ManifoldOutputs(metrics, flat_metrics(run_metrics(metrics), "manifold"))
+
+
+def run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What MLflow charts: each map's summary scores; per-attribute and per-label values stay in metrics.json."""
+    per_map = ("trustworthiness", "knn_r_mean", "silhouette_mean", "seconds")
+    maps = {
+        source: {method: {dims: {k: scores[k] for k in per_map} for dims, scores in by_dims.items()}
+                 for method, by_dims in methods.items()}
+        for source, methods in metrics["maps"].items()
+    }  # fmt: skip
+    return {**metrics, "maps": maps}
 
 
 def _write_map_figures(study: ManifoldStudy, folder: Path) -> None:

@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torchvision
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_directory, atomic_write_json
-from facetraits.models.components.net import FaceTraitsNet
-from facetraits.config import ModelParams, TrainParams
+from facetraits.config import ModelParams, TrackingParams, TrainParams
 from facetraits.models.face_module import MONITOR
 from facetraits.models.inference import load_net, predict_images
 from facetraits.models.metrics import METRIC_NAMES, rounded_scores, shown_score
+from facetraits.models.registry import log_model, register_model
 from facetraits.models.training import FitResult, train_study
 from facetraits.numbers import flat_metrics
 from facetraits.spreadsheet import write_csv
 from facetraits.stage_result import StageResult
-from facetraits.tracking import StageRun
+from facetraits.tracking import StageRun, system_metrics
 
 
 def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarray:
@@ -108,63 +106,52 @@ def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: 
     return TrainOutputs(summary=summary, flat_metrics=flat_metrics({"test": summary["test"]}), artifacts=artifacts)
 
 
-def log_model(run: StageRun, net: FaceTraitsNet, name: str) -> str:
-    """Save with mlflow.pytorch under `name` in the run: signature, input example, target statistics.
+class EpochLogger(MLFlowLogger):
+    """Lightning's MLflow logger with the epoch as the step (the UI's x-axis), without a second copy of the params
+    the stage run already has, and without test scores: the stage logs each final value once, linked to its model."""
 
-    Requirements are pinned so MLflow does not probe the environment (seconds); the default
-    torch.export format stores no pickled code. Loads back from f"runs:/{run_id}/{name}".
-    """
-    import mlflow.pytorch  # heavy (imports Lightning autologging): only the train stage needs it
-    from mlflow.models import infer_signature
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
 
-    net.eval()
-    example = torch.rand(2, 3, net.image_size, net.image_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        output = net(example)
-    metadata = {
-        "attributes": list(net.attributes),
-        "image_size": net.image_size,
-        "input": "float32 RGB in [0, 1], shape (batch, 3, image_size, image_size); faces squared as in prepare",
-        "output": "ratings in the data set's units, one column per attribute",
-        "target_mean": net.target_mean.tolist(),
-        "target_std": net.target_std.tolist(),
-    }
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
-    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp:
-        mlflow.pytorch.save_model(
-            net,
-            Path(tmp) / name,
-            signature=infer_signature(example.numpy(), output.numpy()),
-            input_example=example.numpy(),
-            pip_requirements=requirements,
-            metadata=metadata,
-        )
-        run.log_artifacts(Path(tmp) / name, name)
-    return f"runs:/{run.run_id}/{name}"
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        epoch = metrics.get("epoch")
+        kept = {k: v for k, v in metrics.items() if k != "epoch" and not k.startswith("test/")}
+        if kept:
+            super().log_metrics(kept, step=int(epoch) if epoch is not None else step)
 
 
 def train_stage(
-    data: PreparedData, model: ModelParams, train: TrainParams, models_dir: Path, out_dir: Path, run: StageRun | None
+    data: PreparedData, model: ModelParams, train: TrainParams, tracking: TrackingParams, models_dir: Path,
+    out_dir: Path, run: StageRun | None,
 ) -> StageResult | None:
-    """The train stage: fit, score and write; Lightning logs the epochs into the stage's MLflow run and each
-    model is logged beside them. None on the extra processes of a multi-GPU run (run None): rank 0 writes."""
+    """The train stage: fit, score and write; Lightning logs the epochs into the stage's MLflow run, each model
+    is logged as an MLflow model and, when it is one model, registered. None on the extra processes of a
+    multi-GPU run (run None): rank 0 writes."""
 
     def logger_for(prefix: str | None) -> Logger | bool:
         if run is None:
             return False
-        from lightning.pytorch.loggers import MLFlowLogger
+        return EpochLogger(tracking_uri=run.client.tracking_uri, run_id=run.run_id, prefix=prefix or "")
 
-        return MLFlowLogger(tracking_uri=run.client.tracking_uri, run_id=run.run_id, prefix=prefix or "")
-
-    fits = train_study(data, model, train, models_dir, logger_for)
+    with system_metrics(run, tracking.system_metrics_s):
+        fits = train_study(data, model, train, models_dir, logger_for)
     if run is None:
         return None
     outputs = write_train_outputs(data, fits, out_dir)
-    for fit in fits:
-        log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}")
+    params = run.client.get_run(run.run_id).data.params
+    model_ids = [
+        log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}", params)
+        for fit in fits
+    ]
+    val_mean, test_mean = outputs.summary["val"]["pearson_mean"], outputs.summary["test"]["pearson_mean"]
     summary = (
         f"trained {len(fits)} model(s) on {len(data.attributes)} attribute(s): test mean Pearson r = "
-        f"{shown_score(outputs.summary['test']['pearson_mean'])} (val {shown_score(outputs.summary['val']['pearson_mean'])}) "
-        f"-> {models_dir}, {out_dir}"
+        f"{shown_score(test_mean)} (val {shown_score(val_mean)}) -> {models_dir}, {out_dir}"
     )
-    return StageResult(summary, outputs.flat_metrics, outputs.artifacts)
+    if len(fits) == 1 and tracking.register:
+        description = f"{model.backbone} ({train.protocol}), val mean Pearson r {shown_score(val_mean)}, run {run.run_id}"
+        version = register_model(run, model_ids[0], tracking.experiment, tracking.alias, val_mean, description)
+        summary += f"; registered models:/{tracking.experiment}/{version}"
+    return StageResult(summary, outputs.flat_metrics, outputs.artifacts, model_id=model_ids[0] if len(fits) == 1 else None)

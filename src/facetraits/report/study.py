@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from facetraits.config import StudyParams, variant_params
+from facetraits.config import StudyParams, TrackingParams, variant_params
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
@@ -22,7 +22,7 @@ from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, headline
 from facetraits.report.render import bar_chart, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 from facetraits.stage_result import StageResult
-from facetraits.tracking import metric_name
+from facetraits.tracking import metric_key
 
 REPORT_OUTPUTS = ("report.md", "report.html", "report.json", "report_figures")  # under results/, as in dvc.yaml
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
@@ -160,8 +160,11 @@ def report_links(results: Path, explain_scores: Mapping[str, Any]) -> list[tuple
     return links
 
 
-def report_stage(data: PreparedData, params: StudyParams, results: Path) -> StageResult:
-    """The report stage: every method's test scores from the other stages' metrics files, compared and written."""
+def report_stage(
+    data: PreparedData, params: StudyParams, results: Path, runs: Sequence[tuple[str, str]] = ()
+) -> StageResult:
+    """The report stage: every method's test scores from the other stages' metrics files, compared and written;
+    `runs` (name, MLflow run id) are the study's runs the report links to."""
     variant_labels = {
         name: f"{BACKBONE_LABELS[variant_params(params, name).model.backbone]}, {name}" for name in params.variants
     }
@@ -170,7 +173,7 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path) -> Stag
     explain_scores = read_metrics(results / "explain" / "scores.json")
     manifold = read_metrics(results / "manifold" / "metrics.json")
     report = build_report(data.attributes, human_reference(baselines), methods)
-    notes = report_notes(data, baselines, explain_scores)
+    notes = [*report_notes(data, baselines, explain_scores), *mlflow_runs_note(params.tracking, runs)]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
     metrics = report_metrics(report, keys, explain_scores, manifold)
@@ -183,4 +186,13 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path) -> Stag
         f"mean test r: {', '.join(f'{m} {means[m]:.3f}' for m in report.methods)}; "
         f"{anova.test} p = {anova.p_value:.3g} -> {results / 'report.md'}"
     )
-    return StageResult(summary, {f"report/mean_r/{metric_name(m)}": v for m, v in means.items()}, artifacts)
+    return StageResult(summary, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts)
+
+
+def mlflow_runs_note(tracking: TrackingParams, runs: Sequence[tuple[str, str]]) -> list[str]:
+    """Where this study's runs are in MLflow: the report names them, so a reader can open each one."""
+    if not runs:
+        return []
+    where = tracking.uri if tracking.uri.startswith("http") else f"`mlflow ui --backend-store-uri {tracking.uri}`"
+    listed = "; ".join(f"{name}: {run_id}" for name, run_id in runs)
+    return [f"MLflow runs of this study (experiment {tracking.experiment}, open with {where}): {listed}."]

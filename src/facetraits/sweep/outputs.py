@@ -112,19 +112,23 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(Path(out_dir) / 'optuna.db').resolve()}"
 
 
-def sweep_stage(params: StudyParams, prepared: Path, fingerprint: str, out_dir: Path, run: StageRun) -> StageResult:
-    """The sweep stage: sweep.n_trials trials (none: train uses params.yaml as written), the best as overrides."""
+def sweep_stage(
+    params: StudyParams, prepared: Path, fingerprint: str, out_dir: Path, run: StageRun | None
+) -> StageResult:
+    """The sweep stage: sweep.n_trials trials (none: train uses params.yaml as written, and no MLflow run is
+    made), the best as overrides."""
     best_file = out_dir / "best_params.yaml"
     if params.sweep.n_trials == 0:
         write_trials(None, out_dir / "trials.csv")
         write_figures(None, out_dir / "figures")
         write_best_params(best_file, best_overrides(None))
-        return StageResult("sweep skipped (sweep.n_trials: 0): train uses params.yaml as written", {}, [(best_file, "sweep")])
+        return StageResult("sweep skipped (sweep.n_trials: 0): train uses params.yaml as written")
     # imported only when trials run: Lightning and its Optuna integration take ~8-14 s to import,
     # the default study's whole sweep stage without them is a few seconds
     from facetraits.sweep.study import finished_trials, run_sweep, study_name
     from facetraits.sweep.trial_runs import log_missing_trial_runs
 
+    assert run is not None, "the sweep stage has a run whenever it has trials (pipelines/sweep.py)"
     storage = params.sweep.storage or default_storage(out_dir)
     name = study_name(params, fingerprint)
     run.set_tags({"optuna.study": name, "optuna.storage": storage.split("@")[-1]})
