@@ -17,6 +17,7 @@ from tests.conftest import REPO
 # What a stage needs to run; data/raw holds only a README in the repo (the tests put a data set there).
 PROJECT_FILES = ("dvc.yaml", ".dvcignore", "params.yaml")
 PROJECT_FOLDERS = ("pipelines", "src", "data/raw")
+PLOT_TEMPLATES = ".dvc/plots"  # dvc.yaml's plots use them; copied after `dvc init`, which makes .dvc/
 
 
 def dvc_command(*args: str) -> list[str]:
@@ -59,9 +60,11 @@ def copy_project(project: Path, changes: dict[str, Any], tracking_dir: Path, scm
     tracking = {"uri": f"sqlite:///{tracking_dir / 'mlflow.db'}", "artifacts": str(tracking_dir / "artifacts")}
     update_params(project, merge(changes, {"tracking": tracking}))
     if scm:
+        shutil.copy(REPO / ".gitignore", project / ".gitignore")
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     init = dvc(project, "init", "-q", *(() if scm else ("--no-scm",)))
     assert init.returncode == 0, init.stderr
+    shutil.copytree(REPO / PLOT_TEMPLATES, project / PLOT_TEMPLATES)
     return project
 
 

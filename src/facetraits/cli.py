@@ -95,6 +95,21 @@ def _sweep_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results(args: argparse.Namespace) -> int:
+    from facetraits.views import results_text
+
+    variants = list(load_params(args.params).variants) if args.per_attribute else []
+    print(results_text(args.results, variants, args.per_attribute))
+    return 0
+
+
+def _plots(args: argparse.Namespace) -> int:
+    from facetraits.views import write_offline_plots
+
+    print(f"wrote {write_offline_plots(args.out, args.revisions, args.targets)} (no network needed)")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -146,6 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     deps.add_argument("--check", action="store_true", help="only list what is missing (exit 1 when anything is)")
     deps.set_defaults(run=_stage_deps)
+    results = commands.add_parser(
+        "results", help="print the study's headline (results/report.json): main model, variants, baselines, scores"
+    )
+    results.add_argument("--results", type=Path, default=Path("results"), help="the stages' results folder")
+    results.add_argument("--per-attribute", action="store_true", help="also each method's test r per attribute")
+    results.add_argument("--params", type=Path, default=Path("params.yaml"), help="names the variants")
+    results.set_defaults(run=_results)
+    plots = commands.add_parser(
+        "plots", help="write dvc.yaml's plots as one HTML page that needs no network (dvc plots show / diff)"
+    )
+    plots.add_argument("revisions", nargs="*", help="commits or experiments to overlay (dvc plots diff); none: show")
+    plots.add_argument("--targets", nargs="+", default=[], help="plot ids or files (default: every plot)")
+    plots.add_argument("--out", type=Path, default=Path("dvc_plots"), help="folder of index.html")
+    plots.set_defaults(run=_plots)
     worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
     worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
     worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql+psycopg2://user@host/db")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -544,7 +545,35 @@ def read_yaml(path: Path | str, what: str = "parameter file") -> Any:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
+def shared_path(path: str, cwd: Path | None = None) -> str:
+    """A relative path as seen from the stage's folder, moved out of a DVC experiment's temporary copy.
+
+    `dvc exp run --queue` (and `--temp`) runs the stages in a copy of the repository under .dvc/tmp/exps/ that is
+    deleted afterwards, and sets DVC_ROOT to the repository the experiment was queued from; state shared by every
+    run (the MLflow store) belongs there. Unchanged when absolute, outside DVC, and in the workspace itself."""
+    root = os.environ.get("DVC_ROOT")
+    if not root or Path(path).is_absolute():
+        return path
+    cwd = Path.cwd() if cwd is None else cwd
+    copy = next((folder for folder in (cwd, *cwd.parents) if (folder / ".dvc").is_dir()), None)
+    if copy is None or copy.resolve() == Path(root).resolve():
+        return path
+    return os.path.normpath(Path(root) / cwd.relative_to(copy) / path)
+
+
+def shared_tracking(tracking: TrackingParams, cwd: Path | None = None) -> TrackingParams:
+    """tracking with a local store's relative paths (sqlite:///mlflow.db, mlruns, the artifact root) resolved by
+    shared_path: a queued experiment's runs land in the project's store, beside the workspace's."""
+    uri = tracking.uri
+    if uri.startswith("sqlite:///"):
+        uri = "sqlite:///" + shared_path(uri.removeprefix("sqlite:///"), cwd)
+    elif "://" not in uri and not uri.startswith("file:"):
+        uri = shared_path(uri, cwd)
+    return dataclasses.replace(tracking, uri=uri, artifacts=shared_path(tracking.artifacts, cwd))
+
+
 def load_params(path: Path | str) -> StudyParams:
+    """params.yaml, validated; a local MLflow store's relative paths are the project's (shared_tracking)."""
     raw = read_yaml(path)
     if raw is None or raw == {}:
         raise ConfigError(f"{path}: parameter file is empty (expected a mapping of sections, e.g. data:, train:)")
@@ -553,4 +582,5 @@ def load_params(path: Path | str) -> StudyParams:
             f"{path}: variants: name at least one variant (dvc.yaml's variant stage and the report read them); "
             "to train none, remove the variant stage and results/variants from dvc.yaml"
         )
-    return parse_params(raw, source=str(path))
+    params = parse_params(raw, source=str(path))
+    return dataclasses.replace(params, tracking=shared_tracking(params.tracking))

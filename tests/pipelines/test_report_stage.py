@@ -7,15 +7,17 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from facetraits.numbers import flat_metrics
-
+from facetraits.report.headline import EXPLAIN_SCORES
 from facetraits.report.study import HANDCRAFTED
 from tests.pipelines.conftest import _stage_run, stage, stage_args
 
 pytestmark = pytest.mark.slow
 
 MAIN, VARIANT = "VGG16-BN", "VGG16-BN, no_augment"
+MANIFOLD = {"methods": ["pca"], "dims": [2], "permutations": 19}  # the report reads its scores; cheap maps suffice
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,13 @@ def reported(explained) -> dict:
     variant_args = ["--variant", "no_augment", "--models", str(explained["root"] / "variants" / "no_augment" / "models")]
     assert stage("train")([*stage_args(explained, "prepared"), *variant_args, "--out", str(results / "variants" / "no_augment")]) == 0
     assert stage("baselines")([*stage_args(explained, "prepared"), "--out", str(results / "baselines")]) == 0
+    params = yaml.safe_load((explained["root"] / "params.yaml").read_text())
+    params["manifold"] = MANIFOLD
+    params["tracking"]["experiment"] = "report-manifold"  # the manifold tests expect their stage's run alone
+    manifold_params = explained["root"] / "params_report_manifold.yaml"
+    manifold_params.write_text(yaml.safe_dump(params))
+    paths = ["--prepared", str(explained["prepared"]), "--models", str(explained["models"])]
+    assert stage("manifold")(["--params", str(manifold_params), *paths, "--out", str(results / "manifold")]) == 0
     assert stage("report")([*stage_args(explained, "prepared"), "--results", str(results)]) == 0
     return {**explained, "results": results}
 
@@ -61,13 +70,32 @@ def test_every_number_in_the_report_table_is_the_one_in_its_metrics_file(reporte
             np.testing.assert_equal(table.loc[attribute, column], round(value, 3), err_msg=f"{attribute}, {column}")
         np.testing.assert_equal(table.loc["mean", column], round(means[column], 3), err_msg=f"mean, {column}")
     report = json.loads((results / "report.json").read_text())
-    assert report["mean_r"] == pytest.approx({m: means[m] for m in methods}, abs=1e-6)
-    assert report["human_ceiling_mean"] == pytest.approx(means["human ceiling"], abs=1e-6)
+    keys = {HANDCRAFTED: "handcrafted", MAIN: "main", VARIANT: "no_augment", "human ceiling": "human_ceiling"}
+    assert report["test_r_mean"] == pytest.approx({key: means[column] for column, key in keys.items()}, abs=1e-6)
+
+
+def test_report_json_is_a_headline_of_a_few_dozen_numbers_from_the_stages_files(reported) -> None:
+    """What `dvc metrics show` and `dvc exp show` print: method means, p-values, explain and manifold summaries."""
+    results = reported["results"]
+    report = json.loads((results / "report.json").read_text())
+    explain = json.loads((results / "explain" / "scores.json").read_text())["mean"]
+    assert report["explain"] == {
+        method: {name: scores[name] for name in EXPLAIN_SCORES if name in scores} for method, scores in explain.items()
+    }
+    manifold = json.loads((results / "manifold" / "metrics.json").read_text())
+    assert report["manifold"]["agreement_r"] == manifold["agreement"]["pearson"]
+    assert report["manifold"]["agreement_mantel_p"] == manifold["agreement"]["mantel_p"]
+    for source, knn in report["manifold"]["knn_r"].items():  # one 2-D PCA map per source: its own mean
+        assert knn == pytest.approx(manifold["maps"][source]["pca"]["2d"]["knn_r_mean"], abs=1e-6)
+    assert set(report["manifold"]["knn_r"]) == {"features", "predicted", "human"}
+    assert set(report["p"]) == {"anova", "friedman"} and all(0 <= p <= 1 for p in report["p"].values())
+    assert 20 <= len(flat_metrics(report)) <= 40
 
 
 def test_report_refuses_a_stale_metrics_file_naming_it(reported, tmp_path, capsys) -> None:
     """Scores for an attribute the prepared data lacks mean the file predates the data: an error, not a drop."""
-    for name in ("baselines/metrics.json", "variants/no_augment/metrics.json", "explain/scores.json"):
+    inputs = ("baselines/metrics.json", "variants/no_augment/metrics.json", "explain/scores.json", "manifold/metrics.json")
+    for name in inputs:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(reported["results"] / name, tmp_path / name)
     train = json.loads((reported["results"] / "train" / "metrics.json").read_text())

@@ -34,6 +34,18 @@ def test_outputs_for_dvc(trained) -> None:
     assert {p.name for p in trained["models"].iterdir()} >= {"best.ckpt", "last.ckpt", "train_state.json"}
 
 
+def test_per_attribute_curves_average_to_the_epochs_mean_val_pearson(trained) -> None:
+    """results/train/val_pearson.csv (DVC plots' per-attribute curves) holds each attribute's val r per epoch."""
+    curves = pd.read_csv(trained["out"] / "val_pearson.csv")
+    assert list(curves.columns) == ["epoch", "attribute", "val_pearson"]
+    assert sorted(zip(curves["epoch"], curves["attribute"])) == [
+        (epoch, attribute) for epoch in (0, 1) for attribute in ("attractive", "dominant", "happy")
+    ]
+    history = pd.read_csv(trained["out"] / "history.csv").set_index("epoch")["val_pearson_mean"]
+    means = curves.groupby("epoch")["val_pearson"].mean()
+    np.testing.assert_allclose(means.to_numpy(), history.loc[means.index].to_numpy(), atol=1e-6)
+
+
 def test_mlflow_run_holds_params_tags_epoch_metrics_and_artifacts(trained) -> None:
     client, run = trained["client"], trained["run"]
     assert run.info.status == "FINISHED"

@@ -63,6 +63,19 @@ def history_table(fits: Sequence[FitResult]) -> pd.DataFrame:
     return pd.concat(frames).groupby("epoch", as_index=False).mean().astype({"epoch": int})
 
 
+def attribute_history_table(fits: Sequence[FitResult]) -> pd.DataFrame:
+    """Per-epoch val Pearson r of every attribute, long (epoch, attribute, val_pearson): DVC plots draws one curve
+    per attribute from it whatever the attributes are, where a wide table would need each column named."""
+    frames = [
+        fit.history.melt(id_vars="epoch", value_vars=[f"val/pearson/{a}" for a in fit.attributes],
+                         var_name="attribute", value_name="val_pearson")
+        for fit in fits
+    ]  # fmt: skip
+    table = pd.concat(frames, ignore_index=True).astype({"epoch": int})
+    table["attribute"] = table["attribute"].str.removeprefix("val/pearson/")
+    return table.sort_values(["epoch", "attribute"], kind="stable", ignore_index=True)
+
+
 @dataclass(frozen=True)
 class TrainOutputs:
     summary: dict[str, Any]
@@ -71,15 +84,17 @@ class TrainOutputs:
 
 
 def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
-    """metrics.json, history.csv, predictions.csv and figures under out_dir, each written atomically."""
+    """metrics.json, history.csv, val_pearson.csv, predictions.csv and figures under out_dir, each atomically."""
     out_dir = Path(out_dir)
     summary = summary_metrics(fits)
     atomic_write_json(out_dir / "metrics.json", summary)
     history = history_table(fits)
     write_csv(history, out_dir / "history.csv", index=False)
+    write_csv(attribute_history_table(fits), out_dir / "val_pearson.csv", index=False)
     table = predictions_table(data, predict_all_faces(data, fits))
     write_csv(table, out_dir / "predictions.csv", index=False)
-    artifacts = [(out_dir / "metrics.json", "train"), (out_dir / "history.csv", "train"), (out_dir / "predictions.csv", "train")]
+    tables = ("metrics.json", "history.csv", "val_pearson.csv", "predictions.csv")
+    artifacts = [(out_dir / name, "train") for name in tables]
     with atomic_directory(out_dir / "figures") as figures:  # a whole new folder: no figure of an earlier run stays
         save_figure(learning_curves(history), figures / "learning_curves.png")
         artifacts.append((out_dir / "figures" / "learning_curves.png", "train/figures"))

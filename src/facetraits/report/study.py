@@ -18,8 +18,8 @@ from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
 from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
+from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, headline
 from facetraits.report.render import bar_chart, render_html, render_markdown
-from facetraits.numbers import json_number
 from facetraits.report.statistics import MethodComparison, compare_methods
 from facetraits.stage_result import StageResult
 from facetraits.tracking import metric_key
@@ -79,22 +79,29 @@ def build_report(attributes: Sequence[str], human: pd.DataFrame | None, methods:
     return Report(table, compare_methods(methods.scores, attributes), human, dict(methods.scores))
 
 
-def report_metrics(report: Report) -> dict[str, Any]:
-    """results/report.json: what `dvc metrics show` compares across commits."""
-
+def report_metrics(
+    report: Report, keys: Mapping[str, str], explain_scores: Mapping[str, Any], manifold: Mapping[str, Any]
+) -> dict[str, Any]:
+    """results/report.json, the headline `dvc metrics show` compares; `keys`: each method's label -> its key."""
     mean_row = report.table.loc[MEAN_ROW]
-    return {
-        "mean_r": {method: json_number(mean_row[method]) for method in report.methods},
-        "anova": {"test": report.comparison.anova.test, "p": json_number(report.comparison.anova.p_value)},
-        "friedman": {"test": report.comparison.friedman.test, "p": json_number(report.comparison.friedman.p_value)},
-        **({"human_ceiling_mean": json_number(mean_row[HUMAN_CEILING])} if report.human is not None else {}),
-    }
+    return headline(
+        {keys[method]: mean_row[method] for method in report.methods},
+        mean_row[HUMAN_CEILING] if report.human is not None else None,
+        {"anova": report.comparison.anova.p_value, "friedman": report.comparison.friedman.p_value},
+        explain_scores,
+        manifold,
+    )
 
 
 def write_report(
-    report: Report, title: str, links: Sequence[tuple[str, str]], notes: Sequence[str], results_dir: Path
+    report: Report,
+    title: str,
+    links: Sequence[tuple[str, str]],
+    notes: Sequence[str],
+    metrics: Mapping[str, Any],
+    results_dir: Path,
 ) -> list[Path]:
-    """report.md, report.html and report.json in results_dir, the bar chart under results_dir/report_figures."""
+    """report.md, report.html and report.json (`metrics`) in results_dir, the bar chart under report_figures."""
     results_dir = Path(results_dir)
     with atomic_directory(results_dir / "report_figures") as figures:  # a whole new folder: no stale figures
         save_figure(bar_chart(report.table, list(report.methods), report.human), figures / "bar_chart.png")
@@ -107,7 +114,7 @@ def write_report(
     ):
         atomic_write_text(results_dir / name, text)
         written.append(results_dir / name)
-    atomic_write_json(results_dir / "report.json", report_metrics(report))
+    atomic_write_json(results_dir / "report.json", metrics)
     return [*written, results_dir / "report.json"]
 
 
@@ -164,12 +171,14 @@ def report_stage(
     methods = collect_methods(results, BACKBONE_LABELS[params.model.backbone], variant_labels)
     baselines = read_metrics(results / "baselines" / "metrics.json")
     explain_scores = read_metrics(results / "explain" / "scores.json")
+    manifold = read_metrics(results / "manifold" / "metrics.json")
     report = build_report(data.attributes, human_reference(baselines), methods)
-    notes = report_notes(data, baselines, explain_scores)
-    runs_note = mlflow_runs_note(params.tracking, runs)
-    written = write_report(
-        report, params.report.title, report_links(results, explain_scores), [*notes, *runs_note], results
-    )
+    notes = [*report_notes(data, baselines, explain_scores), *mlflow_runs_note(params.tracking, runs)]
+    keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
+    keys |= {label: name for name, label in variant_labels.items()}
+    metrics = report_metrics(report, keys, explain_scores, manifold)
+    links = report_links(results, explain_scores)
+    written = write_report(report, params.report.title, links, notes, metrics, results)
     means = report.table.loc[MEAN_ROW, list(report.methods)]
     artifacts = [(path, "report" if path.parent == results else "report/figures") for path in written]
     anova = report.comparison.anova

@@ -1,0 +1,76 @@
+"""results/report.json, the study's headline: the one file DVC declares as metrics, so `dvc metrics show`,
+`dvc metrics diff` and `dvc exp show` stay a few dozen columns wide and compare studies at a glance. Every other
+number stays in its stage's file (`dvc metrics show results/train/metrics.json` reads one of them).
+
+Keys are stable names (`main`, each variant's name, `handcrafted`), not the report's labels, which change with
+the backbone: an experiment that swaps backbones must land in the same column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facetraits.errors import DataError
+from facetraits.numbers import json_number
+
+MAIN, HANDCRAFTED_KEY, HUMAN_CEILING_KEY = "main", "handcrafted", "human_ceiling"
+EXPLAIN_SCORES = ("deletion_auc", "insertion_auc", "randomization_passed", "mass_accuracy")
+
+
+def _explain_headline(scores: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per method, the mean over attributes of its faithfulness, sanity and (synthetic faces) ground-truth scores."""
+    return {
+        method: {name: json_number(values[name]) for name in EXPLAIN_SCORES if name in values}
+        for method, values in scores["mean"].items()
+    }
+
+
+def _manifold_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Human-model agreement of the attribute-correlation matrices and, per source, the mean kNN r over its maps."""
+    knn: dict[str, float | None] = {}
+    for source, methods in metrics["maps"].items():
+        values = [d["knn_r_mean"] for dims in methods.values() for d in dims.values() if d["knn_r_mean"] is not None]
+        knn[source] = json_number(float(np.mean(values))) if values else None
+    agreement = metrics.get("agreement") or {}
+    return {"agreement_r": agreement.get("pearson"), "agreement_mantel_p": agreement.get("mantel_p"), "knn_r": knn}
+
+
+def headline(
+    mean_r: Mapping[str, float],
+    human_ceiling: float | None,
+    p_values: Mapping[str, float],
+    explain_scores: Mapping[str, Any],
+    manifold_metrics: Mapping[str, Any],
+) -> dict[str, Any]:
+    """`mean_r`: mean test Pearson r by method key (main, variants, handcrafted); `p_values`: omnibus tests by name."""
+    test_r = {key: json_number(r) for key, r in mean_r.items()}
+    if human_ceiling is not None:
+        test_r[HUMAN_CEILING_KEY] = json_number(human_ceiling)
+    return {
+        "test_r_mean": test_r,
+        "p": {name: json_number(p) for name, p in p_values.items()},
+        "explain": _explain_headline(explain_scores),
+        "manifold": _manifold_headline(manifold_metrics),
+    }
+
+
+def headline_table(report: Mapping[str, Any], path: Path) -> str:
+    """The headline as aligned text, one number a line: what `facetraits results` prints."""
+    if "test_r_mean" not in report:
+        raise DataError(f"{path}: no test_r_mean section: not a report headline (rerun the report stage: dvc repro)")
+    rows: list[tuple[str, Any]] = []
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.")
+            else:
+                rows.append((f"{prefix}{key}", value))
+
+    walk({"test_r_mean": report["test_r_mean"], **report}, "")  # the methods first; JSON keeps keys sorted
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {'—' if value is None else f'{value:.3f}'}" for name, value in rows)
