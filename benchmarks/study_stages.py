@@ -44,7 +44,9 @@ def time_stages(clone: Path, dvcfile: str) -> list[tuple[str, float, float]]:
     logs.mkdir(exist_ok=True)
     # The clone's own code, not whatever an editable install points at.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path, "PYTHONPATH": str(clone / "src")}
+    # one `dvc repro` per stage: the study id files their MLflow runs under one study, as one `dvc repro` would
+    study = f"study_stages {dvcfile} {time.strftime('%Y-%m-%d %H:%M')}"
+    env = {**os.environ, "PATH": path, "PYTHONPATH": str(clone / "src"), "FACETRAITS_STUDY": study}
     rows = []
     for stage in stage_names(clone, dvcfile):
         target = f"{dvcfile}:{stage}" if dvcfile != "dvc.yaml" else stage
