@@ -361,6 +361,7 @@ class ManifoldParams:
     pairs: Literal["auto"] | list[Annotated[list[Str], Field(min_length=2, max_length=2)]] = "auto"
     permutations: Int = Field(999, ge=1)
     seed: Int = 42
+    workers: Int = Field(0, ge=0)
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

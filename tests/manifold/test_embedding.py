@@ -8,8 +8,10 @@ from threadpoolctl import threadpool_limits
 
 from facetraits.errors import ConfigError, DataError
 from facetraits.manifold.embedding import (
+    MapJob,
     coordinates_table,
     embed,
+    embed_maps,
     impute_with_means,
     standardize_columns,
 )
@@ -126,3 +128,15 @@ def test_coordinate_tables_round_trip_through_csv(tmp_path) -> None:
         np.testing.assert_array_equal(rows["id"], ids)
         np.testing.assert_array_equal(rows[["x", "y", "z"][:dims]], coords)
     assert back.loc[back["dims"] == 2, "z"].isna().all()
+
+
+def test_maps_drawn_in_two_processes_equal_the_maps_of_one() -> None:
+    values, _ = two_clusters(rows=60)
+    sources = {"a": values, "b": values[:, ::-1] * 3.0}
+    jobs = [MapJob(source, method, 2, 7, 10.0, 5, 8) for source in sources for method in ("pca", "tsne")]
+    serial = embed_maps(sources, jobs, workers=1)
+    parallel = embed_maps(sources, jobs, workers=2)
+    for (one, one_s), (two, two_s), job in zip(serial, parallel, jobs, strict=True):
+        np.testing.assert_array_equal(one, two, err_msg=str(job))
+        assert one.shape == (60, 2) and one_s >= 0 and two_s >= 0
+    np.testing.assert_array_equal(serial[1][0], embed(values, "tsne", 2, 7, 10.0, 5, 8), err_msg="in jobs order")

@@ -23,7 +23,7 @@ from facetraits.errors import ConfigError, DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
 from facetraits.manifold.correlations import attribute_correlations, cluster_order, matrix_agreement
-from facetraits.manifold.embedding import coordinates_table, embed, impute_with_means
+from facetraits.manifold.embedding import MapJob, coordinates_table, embed_maps, impute_with_means
 from facetraits.manifold.figures import (
     correlation_heatmap,
     embedding_3d,
@@ -215,19 +215,19 @@ def manifold_study(
         "predicted": predicted.to_numpy(dtype=np.float64),
         "human": impute_with_means(human.to_numpy(), train_rows, attributes),
     }
-    maps, seconds = [], {"model": model.seconds, "embed": 0.0, "scores": 0.0}
-    for source, method, dims in itertools.product(params.sources, params.methods, params.dims):
-        start = time.perf_counter()
-        coords = embed(
-            sources[source], method, dims, params.seed, params.perplexity, params.n_neighbors, params.pca_first
-        )
-        embedded = time.perf_counter()
-        scored = _scored_map(
-            sources[source], coords, test, source, method, scored_human, scored_labels, params, embedded - start
-        )
-        maps.append(scored)
-        seconds["embed"] += embedded - start
-        seconds["scores"] += time.perf_counter() - embedded
+    jobs = [
+        MapJob(source, method, dims, params.seed, params.perplexity, params.n_neighbors, params.pca_first)
+        for source, method, dims in itertools.product(params.sources, params.methods, params.dims)
+    ]
+    start = time.perf_counter()
+    embedded = embed_maps(sources, jobs, params.workers)
+    seconds = {"model": model.seconds, "embed": time.perf_counter() - start}
+    start = time.perf_counter()
+    maps = [
+        _scored_map(sources[job.source], coords, test, job.source, job.method, scored_human, scored_labels, params, s)
+        for job, (coords, s) in zip(jobs, embedded, strict=True)
+    ]
+    seconds["scores"] = time.perf_counter() - start
     return ManifoldStudy(
         ids=np.asarray(ids),
         human=human,
