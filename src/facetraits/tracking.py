@@ -149,14 +149,15 @@ def _safe_key(text: str) -> str:
 def current_study(params_file: Path, environ: Mapping[str, str] = os.environ) -> Study | None:
     """The study this stage belongs to: $FACETRAITS_STUDY, else the `dvc repro` / `dvc exp run` that launched it
     (DVC sets DVC_EXP_NAME for experiments); None for a stage script run on its own."""
-    params_hash = hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:8] if Path(params_file).is_file() else "none"
-    commit = (git_commit() or "no-git")[:7]
     if environ.get(STUDY_ENV):
         return Study(_safe_key(environ[STUDY_ENV]), environ[STUDY_ENV])
     launcher = dvc_launcher()
     if launcher is None:
         return None
     pid, started = launcher
+    params = Path(params_file)
+    params_hash = hashlib.sha256(params.read_bytes()).hexdigest()[:8] if params.is_file() else "none"
+    commit = (git_commit() or "no-git")[:7]
     name = environ.get("DVC_EXP_NAME") or "repro"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
     key = _safe_key(f"{socket.gethostname()}:{pid}:{started:.2f}:{name}")
@@ -172,17 +173,10 @@ class StageRun:
     experiment_id: str = ""
     study: Study | None = None
 
-    def log_metrics(
-        self, metrics: Mapping[str, float | None], step: int = 0, model_id: str | None = None,
-        dataset: tuple[str, str] | None = None,
-    ) -> None:
-        """`model_id` and `dataset` (name, digest) link the values to a logged model and the data they score."""
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0, model_id: str | None = None) -> None:
+        """`model_id` links the values to the logged model they score (the Models tab shows them beside it)."""
         timestamp = int(time.time() * 1000)
-        name, digest = dataset or (None, None)
-        entries = [
-            Metric(k, float(v), timestamp, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
-            for k, v in metrics.items() if v is not None
-        ]  # fmt: skip
+        entries = [Metric(k, float(v), timestamp, step, model_id=model_id) for k, v in metrics.items() if v is not None]
         for part in batches(len(entries), _BATCH):
             self.client.log_batch(self.run_id, metrics=entries[part])
 
@@ -301,7 +295,8 @@ def stage_run(
         parent = None if study is None else study_run_id(client, experiment, study)
     except (MlflowException, SQLAlchemyError) as exc:
         raise _store_error(params.uri, exc) from None
-    tags = {TAG_STAGE: stage, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), **_source_tags(source or stage)}
+    tags = {TAG_STAGE: stage, TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+    tags.update(_source_tags(source or stage))
     if description:
         tags[TAG_DESCRIPTION] = description
     if study is not None and parent is not None:
@@ -322,7 +317,9 @@ def study_runs(run: StageRun) -> list[tuple[str, str]]:
     if run.study is None:
         return []
     found = run.client.search_runs(
-        [run.experiment_id], filter_string=f"tags.`{TAG_STUDY}` = '{run.study.key}'", order_by=["attributes.start_time ASC"]
+        [run.experiment_id],
+        filter_string=f"tags.`{TAG_STUDY}` = '{run.study.key}'",
+        order_by=["attributes.start_time ASC"],
     )
     latest = {r.info.run_name: r.info.run_id for r in found}
     return list(latest.items())
