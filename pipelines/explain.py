@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from facetraits.explain.outputs import explain_stage
+from facetraits.models.inference import resolve_precision
 from facetraits.stage import Stage, StageInputs, run_stage
 
 STAGE = Stage(
@@ -18,7 +19,9 @@ STAGE = Stage(
 
 def call(stage: StageInputs):
     params, paths = stage.params, stage.paths
-    return explain_stage(stage.data, params.explain, params.train.accelerator, paths.models, paths.out, paths.params)
+    train = params.train
+    precision = resolve_precision(train.precision, train.accelerator)
+    return explain_stage(stage.data, params.explain, train.accelerator, precision, paths.models, paths.out, paths.params)
 
 
 def main(argv: list[str] | None = None) -> int:

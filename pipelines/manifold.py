@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from facetraits.manifold.study import manifold_stage
+from facetraits.models.inference import resolve_precision
 from facetraits.stage import Stage, StageInputs, run_stage
 
 STAGE = Stage(
@@ -18,7 +19,9 @@ STAGE = Stage(
 
 def call(stage: StageInputs):
     params, paths = stage.params, stage.paths
-    return manifold_stage(stage.data, params.manifold, params.train.accelerator, paths.models, paths.out)
+    train = params.train
+    precision = resolve_precision(train.precision, train.accelerator)
+    return manifold_stage(stage.data, params.manifold, train.accelerator, precision, paths.models, paths.out)
 
 
 def main(argv: list[str] | None = None) -> int:

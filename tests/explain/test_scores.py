@@ -134,6 +134,19 @@ def test_perturbed_images_go_through_the_model_batch_size_at_a_time(faces, mouth
     np.testing.assert_allclose(batched.insertion, whole.insertion, rtol=1e-5, atol=1e-6)
 
 
+def test_bf16_curves_are_the_fp32_ones_within_rounding(faces, mouth_region) -> None:
+    """A bf16 study draws its curves in bf16 (as it tests): the same curves up to bf16 rounding of the outputs."""
+    net = mouth_only_net(mouth_region)
+    images = image_batch(faces.images, range(3), torch.device("cpu"))
+    maps = torch.rand(3, *mouth_region.shape, generator=torch.Generator().manual_seed(0))
+    references = baseline_images(images, "blur", 0.1)
+    exact = perturbation_curves(net, images, maps, references, [0], 8, 16, range(3), 0)[0]
+    rounded = perturbation_curves(net, images, maps, references, [0], 8, 16, range(3), 0, precision="bf16-mixed")[0]
+    assert not np.array_equal(exact.deletion, rounded.deletion, equal_nan=True)
+    np.testing.assert_allclose(rounded.deletion, exact.deletion, atol=0.05)
+    np.testing.assert_allclose(rounded.insertion, exact.insertion, atol=0.05)
+
+
 def test_one_set_of_passes_scores_every_target_as_separate_runs_would(faces, mouth_region) -> None:
     net = mouth_only_net(mouth_region, attributes=("happy", "dominant"))
     images = image_batch(faces.images, range(4), torch.device("cpu"))

@@ -23,7 +23,9 @@ FACES = 60
 TRAIN, TEST = np.arange(36), np.arange(36, FACES)
 ATTRIBUTES = ["happy", "unhappy", "dominant", "submissive"]
 # Every source, both cheap methods and both dimensionalities: t-SNE and 3-D are covered here, not in the stage test.
-PARAMS = ManifoldParams(methods=["pca", "tsne"], dims=[2, 3], knn_neighbors=5, permutations=99, seed=0)
+# Perplexity 10 suits 60 faces: the default 30 clamps to (60 - 1) / 3, where 3-D t-SNE stalled (KL 0.94, 2-D 0.12)
+# on an EPYC host whatever the seed, and the test would measure the optimizer, not the maps.
+PARAMS = ManifoldParams(methods=["pca", "tsne"], dims=[2, 3], perplexity=10, knn_neighbors=5, permutations=99, seed=0)
 
 
 def faces(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
@@ -84,7 +86,8 @@ def test_structured_features_map_better_than_noise(studies) -> None:
     structured, noise = maps_of(studies["structured"], "features"), maps_of(studies["noise"], "features")
     for key, face_map in structured.items():
         assert face_map.trustworthiness > noise[key].trustworthiness + 0.15
-        assert face_map.knn_r_mean > 0.6 and abs(noise[key].knn_r_mean) < 0.25
+        # Noise: chance r over 24 test faces and two independent traits has an SD of ~0.15.
+        assert face_map.knn_r_mean > 0.6 and abs(noise[key].knn_r_mean) < 0.4
         assert face_map.silhouette_mean > noise[key].silhouette_mean + 0.05
     # The human-rating maps do not depend on the model: both studies draw them identically.
     np.testing.assert_array_equal(

@@ -17,11 +17,14 @@ from facetraits.models.inference import (
     build_net,
     device_for,
     image_tensor,
+    inference_precision,
     load_net,
     predict_from_features,
     predict_images,
+    resolve_precision,
     trained_checkpoints,
 )
+from facetraits.models import inference
 from tests.conftest import REPO
 
 MODEL = {"backbone": "resnet18", "weights": "none", "trainable_blocks": 5, "head": "mlp", "head_hidden": 8, "dropout": 0.2}
@@ -98,6 +101,33 @@ def test_trained_checkpoints_shared_per_attribute_or_none(tmp_path: Path) -> Non
 def test_cpu_unless_a_gpu_is_asked_for_or_found() -> None:
     assert device_for("cpu") == "cpu" and device_for("gpu") == "cuda"
     assert device_for("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch) -> None:
+    monkeypatch.setattr(inference, "native_cpu_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(inference, "native_cpu_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true" and resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed" and resolve_precision("32-true", "gpu") == "32-true"
+
+
+def test_bf16_inference_rounds_the_forward_pass_only(tmp_path: Path) -> None:
+    """bf16 predictions are fp32 arrays, within bf16 rounding of the fp32 ones, and not equal to them; the
+    autocast ends with the pass (an attribution's gradients after it are fp32)."""
+    net = load_net(_checkpoint(tmp_path / "best.ckpt"))
+    faces = _faces(6)
+    exact, rounded = predict_images(net, faces), predict_images(net, faces, precision="bf16-mixed")
+    assert rounded.dtype == np.float32 and not np.array_equal(exact, rounded)
+    np.testing.assert_allclose(rounded, exact, rtol=0.05, atol=0.05)
+    features = backbone_features(net, faces, precision="bf16-mixed")
+    np.testing.assert_allclose(features, backbone_features(net, faces), rtol=0.05, atol=0.05)
+    images = image_tensor(faces)
+    with torch.no_grad():
+        with inference_precision("cpu", "bf16-mixed"):
+            assert net.features(images).dtype == torch.bfloat16
+        assert net.features(images).dtype == torch.float32
+        with inference_precision("cpu", "32-true"):
+            assert net.features(images).dtype == torch.float32
 
 
 def test_using_a_model_imports_no_training_code() -> None:

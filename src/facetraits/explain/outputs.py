@@ -143,10 +143,11 @@ def write_explain_outputs(
 
 
 def explain_stage(
-    data: PreparedData, params: ExplainParams, accelerator: str, models_dir: Path, out_dir: Path, params_file: Path
+    data: PreparedData, params: ExplainParams, accelerator: str, precision: str, models_dir: Path, out_dir: Path,
+    params_file: Path,
 ) -> StageResult:
     """The explain stage: every wanted attribute explained with the checkpoint that predicts it (one shared
-    model, or one per attribute), written under out_dir."""
+    model, or one per attribute), written under out_dir; `precision`: the models' (resolved), for forward passes."""
     wanted = data.attributes if params.attributes == "all" else tuple(params.attributes)
     unknown = sorted(set(wanted) - set(data.attributes))
     if unknown:
@@ -156,7 +157,7 @@ def explain_stage(
         net = load_net(checkpoint, device_for(accelerator))
         predicted = [a for a in wanted if a in net.attributes]
         if predicted:
-            explanations += explain_study(net, data, predicted, params)
+            explanations += explain_study(net, data, predicted, params, precision=precision)
     if not explanations:
         raise ConfigError(
             f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"

@@ -99,7 +99,7 @@ def mean_defined(values: np.ndarray) -> float:
 
 def _curve_scores(
     net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, maps: np.ndarray, targets: Sequence[int],
-    params: ExplainParams,
+    params: ExplainParams, precision: str,
 ) -> list[dict[str, float]]:  # fmt: skip
     """Deletion / insertion over `rows`, `batch_size` faces at a time, for each of `targets`."""
     device = next(net.parameters()).device
@@ -110,7 +110,7 @@ def _curve_scores(
         parts.append(perturbation_curves(
             net, images, torch.from_numpy(maps[part]).to(device),
             baseline_images(images, params.baseline, params.blur_sigma), targets, params.curve_steps,
-            params.batch_size, chunk.tolist(), params.seed,
+            params.batch_size, chunk.tolist(), params.seed, precision,
         ))  # fmt: skip
     scores = []
     for per_target in zip(*parts, strict=True):
@@ -121,7 +121,8 @@ def _curve_scores(
 
 
 def random_order_scores(
-    net: FaceTraitsNet, data: PreparedData, scored_rows: np.ndarray, attributes: Sequence[str], params: ExplainParams
+    net: FaceTraitsNet, data: PreparedData, scored_rows: np.ndarray, attributes: Sequence[str], params: ExplainParams,
+    precision: str = "32-true",
 ) -> dict[str, dict[str, float]]:
     """What a random ordering of pixels scores on the scored faces, per attribute.
 
@@ -130,7 +131,7 @@ def random_order_scores(
     """
     noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
     targets = [net.attributes.index(attribute) for attribute in attributes]
-    scores = _curve_scores(net, data, scored_rows, noise, targets, params)
+    scores = _curve_scores(net, data, scored_rows, noise, targets, params, precision)
     return {a: {f"random_{k}": v for k, v in s.items()} for a, s in zip(attributes, scores, strict=True)}
 
 
@@ -144,6 +145,7 @@ def _explain_method(
     masks: MaskReader | None,
     params: ExplainParams,
     progress: tqdm | None,
+    precision: str,
 ) -> MethodMaps:
     """One pass over the mapped faces: the mean map and ground-truth scores accumulate, kept maps are stored."""
     target = net.attributes.index(attribute)
@@ -162,7 +164,7 @@ def _explain_method(
             rank.add(relevance_rank_accuracy(maps[averaged], truth))
     maps_per_s = len(mapped) / (time.perf_counter() - started)
     scored_rows, scored_maps = selection.rows[selection.scored], kept[selection.scored]
-    (scores,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params)
+    (scores,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision)
     randomized_maps = attribution_maps(
         build_method(name, randomized, params), data.images, scored_rows, target, params.batch_size, progress
     )
@@ -182,8 +184,10 @@ def explain_attribute(
     params: ExplainParams,
     random_order: dict[str, float],
     progress: tqdm | None = None,
+    precision: str = "32-true",
 ) -> AttributeExplanation:
-    """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces."""
+    """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces; `precision`:
+    the forward passes' without gradients (deletion / insertion), as in `inference_precision`."""
     masks = data.relevance_masks(attribute)
     reference = dict(random_order)
     if masks is not None:
@@ -192,40 +196,47 @@ def explain_attribute(
             area.add(mask_area_fraction(masks(selection.mean_rows[part])))
         reference["mask_area_fraction"] = float(area.mean())
     results = [
-        _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress)
+        _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress, precision)
         for name in params.methods
     ]
     return AttributeExplanation(attribute, selection, results, reference)
 
 
-def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, batch_size: int) -> np.ndarray:
+def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
     """(len(rows), A) predicted ratings, read from the memory map one batch at a time."""
-    return np.concatenate([predict_images(net, data.images[rows[part]], batch_size) for part in batches(len(rows), batch_size)])
+    return np.concatenate([
+        predict_images(net, data.images[rows[part]], batch_size, precision) for part in batches(len(rows), batch_size)
+    ])  # fmt: skip
 
 
 def explain_study(
-    net: FaceTraitsNet, data: PreparedData, attributes: Sequence[str], params: ExplainParams, show_progress: bool = True
+    net: FaceTraitsNet, data: PreparedData, attributes: Sequence[str], params: ExplainParams, show_progress: bool = True,
+    precision: str = "32-true",
 ) -> list[AttributeExplanation]:
-    """Maps and scores per attribute; one re-initialized copy of the model serves every randomization check."""
+    """Maps and scores per attribute; one re-initialized copy of the model serves every randomization check.
+    Predictions and deletion / insertion curves run in `precision` (the study's, resolved); maps in fp32."""
     unknown = [a for a in attributes if a not in net.attributes]
     if unknown:
         raise ConfigError(f"explain.attributes: {unknown} not predicted by the model (it has {list(net.attributes)})")
     test_rows = data.indices("test")
     if len(test_rows) < 3:
         raise DataError(f"{data.root}: {len(test_rows)} test faces; explaining needs at least 3")
-    predicted = _test_predictions(net, data, test_rows, params.batch_size)
+    predicted = _test_predictions(net, data, test_rows, params.batch_size, precision)
     selections = {
         attribute: select_faces(test_rows, predicted[:, net.attributes.index(attribute)], params)
         for attribute in attributes
     }
     randomized = randomized_copy(net, params.randomize_blocks, params.seed)
     any_selection = next(iter(selections.values()))  # every attribute scores the same faces
-    random_order = random_order_scores(net, data, any_selection.rows[any_selection.scored], attributes, params)
+    random_order = random_order_scores(
+        net, data, any_selection.rows[any_selection.scored], attributes, params, precision
+    )
     total = len(params.methods) * sum(len(s.mapped) + len(s.scored) for s in selections.values())
     with tqdm(total=total, desc="explain", unit="map", disable=not show_progress) as progress:
         return [
             explain_attribute(
-                net, randomized, data, attribute, selections[attribute], params, random_order[attribute], progress
+                net, randomized, data, attribute, selections[attribute], params, random_order[attribute], progress,
+                precision,
             )
             for attribute in attributes
         ]

@@ -134,6 +134,7 @@ def model_vectors(
     attributes: Sequence[str],
     device: str = "cpu",
     batch_size: int = 64,
+    precision: str = "32-true",
 ) -> ModelVectors:
     """Features from the first checkpoint's backbone; every attribute predicted by the checkpoint that learned it.
 
@@ -145,10 +146,10 @@ def model_vectors(
     start = time.perf_counter()
     nets = (load_net(checkpoint, device) for checkpoint in checkpoints)
     first = next(nets)
-    features = backbone_features(first, images, batch_size)
+    features = backbone_features(first, images, batch_size, precision)
     columns = dict(zip(first.attributes, predict_from_features(first, features).T, strict=True))
     for net in nets:
-        columns.update(zip(net.attributes, predict_images(net, images, batch_size).T, strict=True))
+        columns.update(zip(net.attributes, predict_images(net, images, batch_size, precision).T, strict=True))
     unpredicted = [name for name in attributes if name not in columns]
     if unpredicted:
         raise DataError(
@@ -418,11 +419,12 @@ def best_model_map(maps: Sequence[FaceMap]) -> FaceMap:
 
 
 def manifold_stage(
-    data: PreparedData, params: ManifoldParams, accelerator: str, models_dir: Path, out_dir: Path
+    data: PreparedData, params: ManifoldParams, accelerator: str, precision: str, models_dir: Path, out_dir: Path
 ) -> StageResult:
-    """The manifold stage: every face mapped from the trained model(s) and human ratings, scored and drawn."""
+    """The manifold stage: every face mapped from the trained model(s) and human ratings, scored and drawn;
+    `precision`: the one the models were trained and tested in (resolved)."""
     checkpoints = trained_checkpoints(models_dir)
-    model = model_vectors(checkpoints, data.images, data.attributes, device_for(accelerator))
+    model = model_vectors(checkpoints, data.images, data.attributes, device_for(accelerator), precision=precision)
     human = data.faces[list(data.attributes)]
     ids, train, test = data.faces["id"].to_numpy(), data.indices("train"), data.indices(SCORED_SPLIT)
     study = manifold_study(model, ids, human, train, test, params)

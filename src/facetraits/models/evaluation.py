@@ -17,7 +17,7 @@ from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.config import ModelParams, TrackingParams, TrainParams
 from facetraits.models.face_module import MONITOR
-from facetraits.models.inference import load_net, predict_images
+from facetraits.models.inference import load_net, predict_images, resolve_precision
 from facetraits.models.metrics import METRIC_NAMES, rounded_scores, shown_score
 from facetraits.models.registry import log_model, register_model
 from facetraits.models.training import FitResult, train_study
@@ -27,13 +27,13 @@ from facetraits.stage_result import StageResult
 from facetraits.tracking import StageRun, system_metrics
 
 
-def predict_all_faces(data: PreparedData, fits: Sequence[FitResult]) -> np.ndarray:
+def predict_all_faces(data: PreparedData, fits: Sequence[FitResult], precision: str = "32-true") -> np.ndarray:
     """(N, A) predicted ratings in data.attributes order, each attribute from the model that learned it."""
     predicted = np.full((len(data.faces), len(data.attributes)), np.nan, dtype=np.float64)
     for fit in fits:
         net = load_net(fit.best_checkpoint)
         columns = [data.attributes.index(a) for a in fit.attributes]
-        predicted[:, columns] = predict_images(net, data.images)
+        predicted[:, columns] = predict_images(net, data.images, precision=precision)
     return predicted
 
 
@@ -83,15 +83,18 @@ class TrainOutputs:
     artifacts: list[tuple[Path, str]]
 
 
-def write_train_outputs(data: PreparedData, fits: Sequence[FitResult], out_dir: Path) -> TrainOutputs:
-    """metrics.json, history.csv, val_pearson.csv, predictions.csv and figures under out_dir, each atomically."""
+def write_train_outputs(
+    data: PreparedData, fits: Sequence[FitResult], out_dir: Path, precision: str = "32-true"
+) -> TrainOutputs:
+    """metrics.json, history.csv, val_pearson.csv, predictions.csv and figures under out_dir, each atomically;
+    predictions in the precision the models were tested in."""
     out_dir = Path(out_dir)
     summary = summary_metrics(fits)
     atomic_write_json(out_dir / "metrics.json", summary)
     history = history_table(fits)
     write_csv(history, out_dir / "history.csv", index=False)
     write_csv(attribute_history_table(fits), out_dir / "val_pearson.csv", index=False)
-    table = predictions_table(data, predict_all_faces(data, fits))
+    table = predictions_table(data, predict_all_faces(data, fits, precision))
     write_csv(table, out_dir / "predictions.csv", index=False)
     tables = ("metrics.json", "history.csv", "val_pearson.csv", "predictions.csv")
     artifacts = [(out_dir / name, "train") for name in tables]
@@ -139,7 +142,7 @@ def train_stage(
         fits = train_study(data, model, train, models_dir, logger_for)
     if run is None:
         return None
-    outputs = write_train_outputs(data, fits, out_dir)
+    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train.precision, train.accelerator))
     params = run.client.get_run(run.run_id).data.params
     model_ids = [
         log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}", params)

@@ -26,7 +26,7 @@ from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, OptimSettings
-from facetraits.models.inference import backbone_features, uses_gpu
+from facetraits.models.inference import backbone_features, resolve_precision, uses_gpu
 from facetraits.models.probe import fit_ridge_probe
 
 STATE_FILE = "train_state.json"
@@ -48,7 +48,7 @@ class Runtime:
         gpu = uses_gpu(train.accelerator)
         return cls(
             accelerator="gpu" if gpu else "cpu",
-            precision=("bf16-mixed" if gpu else "32-true") if train.precision == "auto" else train.precision,
+            precision=resolve_precision(train.precision, train.accelerator),
             channels_last=gpu if train.channels_last == "auto" else train.channels_last,
             pin_memory=gpu if train.pin_memory == "auto" else train.pin_memory,
         )
@@ -281,7 +281,7 @@ def fit_probe(
     module = build_module(data, attributes, probe_model, single)
     if runtime.accelerator == "gpu":
         module = module.cuda()
-    features = backbone_features(module.net, data.images, train.batch_size)
+    features = backbone_features(module.net, data.images, train.batch_size)  # fp32: the ridge is fitted exactly
     feature_seconds = time.perf_counter() - started
     columns = [data.attributes.index(a) for a in attributes]
     targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)[:, columns]

@@ -19,6 +19,7 @@ import torch
 
 from facetraits.explain.randomness import face_generator
 from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.inference import inference_precision
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def _step_masks(maps: torch.Tensor, steps: int, keys: Sequence[int], seed: int) 
 
 
 def _step_predictions(
-    net: FaceTraitsNet, chosen: torch.Tensor, where_chosen: torch.Tensor, elsewhere: torch.Tensor, batch_size: int
+    net: FaceTraitsNet, chosen: torch.Tensor, where_chosen: torch.Tensor, elsewhere: torch.Tensor, batch_size: int,
+    precision: str,
 ) -> np.ndarray:
     """(faces, steps, outputs) standardized predictions; perturbed images are built `batch_size` at a time."""
     faces, count = chosen.shape[:2]
@@ -80,7 +82,8 @@ def _step_predictions(
     for index in torch.arange(faces * count, device=chosen.device).split(batch_size):
         face, step = index // count, index % count
         mask = chosen[face, step].view(len(index), 1, height, width)
-        predictions.append(net.standardized(torch.where(mask, where_chosen[face], elsewhere[face])))
+        with inference_precision(chosen.device, precision):
+            predictions.append(net.standardized(torch.where(mask, where_chosen[face], elsewhere[face])).float())
     return torch.cat(predictions).view(faces, count, -1).double().cpu().numpy()
 
 
@@ -95,6 +98,7 @@ def perturbation_curves(
     batch_size: int,
     keys: Sequence[int],
     seed: int,
+    precision: str = "32-true",
     min_gap: float = 0.05,
 ) -> list[PerturbationCurves]:
     """images and references (B, 3, H, W) in [0, 1], maps (B, H, W); curves of each of `targets`' outputs.
@@ -104,8 +108,8 @@ def perturbation_curves(
     face), so only its inner steps are predicted. `keys` (the faces' rows) and `seed` draw the order of tied pixels.
     """
     chosen = _step_masks(maps, steps, keys, seed)
-    deletion = _step_predictions(net, chosen, references, images, batch_size)
-    inner = _step_predictions(net, chosen[:, 1:-1], images, references, batch_size)
+    deletion = _step_predictions(net, chosen, references, images, batch_size, precision)
+    inner = _step_predictions(net, chosen[:, 1:-1], images, references, batch_size, precision)
     insertion = np.concatenate([deletion[:, -1:], inner, deletion[:, :1]], axis=1)
     return [_relative_curves(deletion[..., target], insertion[..., target], min_gap) for target in targets]
 
