@@ -20,7 +20,7 @@ STAGE = Stage(
 def call(stage: StageInputs):
     params, paths = stage.params, stage.paths
     train = params.train
-    precision = resolve_precision(train.precision, train.accelerator)
+    precision = resolve_precision(train)
     return manifold_stage(stage.data, params.manifold, train.accelerator, precision, paths.models, paths.out)
 
 

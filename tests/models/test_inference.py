@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from facetraits.config import TrainParams
 from facetraits.errors import ConfigError
 from facetraits.models.face_module import load_module
 from facetraits.models.inference import (
@@ -103,12 +104,17 @@ def test_cpu_unless_a_gpu_is_asked_for_or_found() -> None:
     assert device_for("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch) -> None:
+def test_auto_precision_is_bf16_where_the_hardware_has_it_but_never_for_a_probe(monkeypatch) -> None:
+    def resolved(**train: object) -> str:
+        return resolve_precision(TrainParams(**train))
+
     monkeypatch.setattr(inference, "native_cpu_bf16", lambda: True)
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert resolved(accelerator="cpu") == "bf16-mixed" and resolved(accelerator="cpu", protocol="probe") == "32-true"
     monkeypatch.setattr(inference, "native_cpu_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu") == "32-true" and resolve_precision("auto", "gpu") == "bf16-mixed"
-    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed" and resolve_precision("32-true", "gpu") == "32-true"
+    assert resolved(accelerator="cpu") == "32-true" and resolved(accelerator="gpu") == "bf16-mixed"
+    assert resolved(accelerator="gpu", protocol="probe") == "32-true"
+    assert resolved(precision="bf16-mixed", protocol="probe") == "bf16-mixed"
+    assert resolved(precision="32-true", accelerator="gpu") == "32-true"
 
 
 def test_bf16_inference_rounds_the_forward_pass_only(tmp_path: Path) -> None:

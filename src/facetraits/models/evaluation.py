@@ -142,7 +142,7 @@ def train_stage(
         fits = train_study(data, model, train, models_dir, logger_for)
     if run is None:
         return None
-    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train.precision, train.accelerator))
+    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train))
     params = run.client.get_run(run.run_id).data.params
     model_ids = [
         log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}", params)

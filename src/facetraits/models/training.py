@@ -48,7 +48,7 @@ class Runtime:
         gpu = uses_gpu(train.accelerator)
         return cls(
             accelerator="gpu" if gpu else "cpu",
-            precision=resolve_precision(train.precision, train.accelerator),
+            precision=resolve_precision(train),
             channels_last=gpu if train.channels_last == "auto" else train.channels_last,
             pin_memory=gpu if train.pin_memory == "auto" else train.pin_memory,
         )
