@@ -95,6 +95,23 @@ def _sweep_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_attributes(args: argparse.Namespace) -> int:
+    from facetraits.models.slices import detach_from_launcher, task_slot
+
+    found_rank, found_world = task_slot(os.environ)
+    rank = found_rank if args.rank is None else args.rank
+    world = found_world if args.world is None else args.world
+    detach_from_launcher(os.environ)  # before Lightning is imported: it fixes the process's rank from them
+    from facetraits.data.prepared import load_prepared
+    from facetraits.models.scheduling import fit_attribute_slice
+
+    params = load_params(args.params)
+    data = load_prepared(args.prepared)
+    share = fit_attribute_slice(data, params.model, params.train, args.models, rank, world)
+    print(f"task {rank} of {world}: {len(share)} attribute(s) fitted or already done under {args.models}: {', '.join(share)}")
+    return 0
+
+
 def _results(args: argparse.Namespace) -> int:
     from facetraits.views import results_text
 
@@ -183,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     worker.add_argument("--cache", type=Path, default=Path("results/sweep/cache"), help="frozen-feature cache")
     worker.set_defaults(run=_sweep_worker)
+    fit = commands.add_parser(
+        "fit-attributes",
+        help="fit this torchrun / SLURM task's share of the per-attribute models; then `dvc repro train` collects them",
+    )
+    fit.add_argument("--params", type=Path, default=Path("params.yaml"))
+    fit.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    fit.add_argument("--models", type=Path, default=Path("models"), help="the train stage's models folder, shared by every task")
+    fit.add_argument("--rank", type=int, help="this task's rank (default: $RANK, else $SLURM_PROCID, else 0)")
+    fit.add_argument("--world", type=int, help="number of tasks (default: $WORLD_SIZE, else $SLURM_NTASKS, else 1)")
+    fit.set_defaults(run=_fit_attributes)
     args = parser.parse_args(argv)
     if args.command == "explain" and args.out is None:
         args.out = args.image.with_name(f"{args.image.stem}_{args.attribute}_{args.method}.png")

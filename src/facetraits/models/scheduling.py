@@ -9,7 +9,8 @@ resumes from its last.ckpt. The metrics are replayed into the one MLflow run by 
 with the keys and steps a live logger would have used.
 
 With more devices than attributes the spare devices stay idle (DDP inside an attribute's group of
-devices is not implemented); multi-node runs give each task a slice (see docs/scale-out.md).
+devices is not implemented); across nodes each torchrun / SLURM task fits a slice (`facetraits fit-attributes`,
+docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from facetraits.config import ModelParams, TrainParams
 from facetraits.data.prepared import IMAGES_FILE, PreparedData
+from facetraits.errors import ConfigError
 from facetraits.files import atomic_write_json
+from facetraits.models.slices import attribute_slice
 from facetraits.models.training import FitResult, Runtime, fit_attributes, fit_signature
 
 RECORD_FILE = "fit.json"
@@ -90,15 +93,7 @@ def fit_per_attribute(
     extra_callbacks: Sequence[Callback] = (),
 ) -> list[FitResult]:
     """One model per attribute, in data.attributes order; attributes already done for this configuration are skipped."""
-    checkpoint_dir = Path(checkpoint_dir)
-    done = {a: _finished(data, a, model, train, checkpoint_dir / a) for a in data.attributes} if train.resume else {}
-    todo = [a for a in data.attributes if done.get(a) is None]
-    workers = attribute_workers(train, len(todo)) if todo else 1
-    if workers == 1:
-        for attribute in todo:
-            done[attribute] = fit_one_attribute(data, attribute, model, train, checkpoint_dir / attribute, extra_callbacks)
-    else:
-        done.update(_fit_in_parallel(data, todo, model, train, checkpoint_dir, extra_callbacks, workers))
+    done = _fit_attributes_left(data, data.attributes, model, train, Path(checkpoint_dir), extra_callbacks)
     fits = []
     for attribute in data.attributes:
         record = done[attribute]
@@ -109,6 +104,43 @@ def fit_per_attribute(
             logger.finalize("success")
         fits.append(record.fit)
     return fits
+
+
+def _fit_attributes_left(
+    data: PreparedData,
+    attributes: Sequence[str],
+    model: ModelParams,
+    train: TrainParams,
+    checkpoint_dir: Path,
+    extra_callbacks: Sequence[Callback] = (),
+) -> dict[str, AttributeFit]:
+    """Every one of `attributes`: read where its record says it is done for this configuration, else fitted, in
+    `train.attribute_workers` processes."""
+    done = {a: _finished(data, a, model, train, checkpoint_dir / a) for a in attributes} if train.resume else {}
+    todo = [a for a in attributes if done.get(a) is None]
+    workers = attribute_workers(train, len(todo)) if todo else 1
+    if workers == 1:
+        for attribute in todo:
+            done[attribute] = fit_one_attribute(data, attribute, model, train, checkpoint_dir / attribute, extra_callbacks)
+    else:
+        done.update(_fit_in_parallel(data, todo, model, train, checkpoint_dir, extra_callbacks, workers))
+    return done
+
+
+def fit_attribute_slice(
+    data: PreparedData, model: ModelParams, train: TrainParams, checkpoint_dir: Path, rank: int, world: int
+) -> list[str]:
+    """One task's share of the paper's protocol across nodes: its attributes' models and records, nothing else.
+
+    Every task writes into the same shared `checkpoint_dir`; a later `dvc repro train` on one node finds every
+    record, fits nothing and writes the stage's outputs and its one MLflow run, as after a serial loop.
+    Returns the attributes of this slice.
+    """
+    if train.protocol != "per_attribute":
+        raise ConfigError(f"train.protocol is {train.protocol!r}: only per_attribute fits attributes in slices")
+    share = attribute_slice(data.attributes, rank, world)
+    _fit_attributes_left(data, share, model, train, Path(checkpoint_dir))
+    return share
 
 
 def fit_one_attribute(
