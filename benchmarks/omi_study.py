@@ -41,17 +41,17 @@ def stage_seconds(since_ms: int) -> pd.DataFrame:
     """Per-stage wall seconds of the MLflow runs started since `since_ms` (run from the study folder: its
     tracking URI may be relative to it)."""
     params = load_params(STUDY / "params.yaml")
-    runs = mlflow.search_runs(
-        experiment_names=[params.tracking.experiment],
-        filter_string=f"attributes.start_time >= {since_ms}",
-        tracking_uri=params.tracking.uri,
-    )
-    if "tags.facetraits.role" in runs:
-        runs = runs[runs["tags.facetraits.role"] != "study"]  # the study's parent run spans all of its stages
-    if runs.empty:
-        return pd.DataFrame(columns=["stage", "seconds"])
-    runs["seconds"] = (runs["end_time"] - runs["start_time"]).dt.total_seconds()
-    return runs[["tags.mlflow.runName", "seconds"]].rename(columns={"tags.mlflow.runName": "stage"}).iloc[::-1]
+    client = mlflow.MlflowClient(params.tracking.uri)  # the fluent search_runs takes no tracking URI (MLflow 3)
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.start_time >= {since_ms}", order_by=["attributes.start_time ASC"]
+    )  # fmt: skip
+    rows = [
+        {"stage": run.info.run_name, "seconds": (run.info.end_time - run.info.start_time) / 1000}
+        for run in runs
+        if run.data.tags.get("facetraits.role") != "study" and run.info.end_time  # the study run spans every stage
+    ]
+    return pd.DataFrame(rows, columns=["stage", "seconds"])
 
 
 def score_table() -> pd.DataFrame:
