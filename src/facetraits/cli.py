@@ -96,11 +96,12 @@ def _sweep_worker(args: argparse.Namespace) -> int:
 
 
 def _fit_attributes(args: argparse.Namespace) -> int:
-    from facetraits.models.slices import detach_from_launcher, task_slot
+    from facetraits.models.slices import checked_slot, detach_from_launcher, task_slot
 
     found_rank, found_world = task_slot(os.environ)
-    rank = found_rank if args.rank is None else args.rank
-    world = found_world if args.world is None else args.world
+    rank, world = checked_slot(
+        found_rank if args.rank is None else args.rank, found_world if args.world is None else args.world
+    )  # before anything is read or fitted
     detach_from_launcher(os.environ)  # before Lightning is imported: it fixes the process's rank from them
     from facetraits.data.prepared import load_prepared
     from facetraits.models.scheduling import fit_attribute_slice

@@ -51,11 +51,17 @@ def test_two_slurm_tasks_fit_disjoint_slices_and_the_train_stage_only_collects(t
     assert "trained 3 model(s) on 3 attribute(s)" in collected.stdout + collected.stderr
 
 
-def test_a_rank_outside_the_tasks_is_named(tmp_path: Path) -> None:
+def test_a_rank_outside_the_tasks_or_a_bad_task_count_is_named_before_any_work(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "facetraits.cli", "fit-attributes", "--rank", "2", "--world", "2",
          "--prepared", str(tmp_path / "none")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
-    assert done.returncode != 0
+    assert done.returncode == 1 and "error: task rank 2 of 2 tasks: the rank must be in 0..1" in done.stderr
+    slurm = subprocess.run(
+        [sys.executable, "-m", "facetraits.cli", "fit-attributes"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "SLURM_PROCID": "0", "SLURM_NTASKS": "two"},
+        timeout=120,
+    )  # fmt: skip
+    assert slurm.returncode == 1 and "$SLURM_NTASKS='two'" in slurm.stderr

@@ -37,9 +37,14 @@ def detach_from_launcher(environ: MutableMapping[str, str]) -> None:
         environ.pop(key, None)
 
 
+def checked_slot(rank: int, world: int) -> tuple[int, int]:
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"task rank {rank} of {world} tasks: the rank must be in 0..{world - 1}")
+    return rank, world
+
+
 def attribute_slice(attributes: Sequence[str], rank: int, world: int) -> list[str]:
     """Task `rank` of `world` takes every world-th attribute from its rank: the tasks split the list evenly and no two
     take the same attribute."""
-    if world < 1 or not 0 <= rank < world:
-        raise ConfigError(f"task rank {rank} of {world} tasks: the rank must be in 0..{world - 1}")
+    rank, world = checked_slot(rank, world)
     return list(attributes[rank::world])
