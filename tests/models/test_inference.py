@@ -127,6 +127,8 @@ def test_bf16_inference_rounds_the_forward_pass_only(tmp_path: Path) -> None:
     np.testing.assert_allclose(rounded, exact, rtol=0.05, atol=0.05)
     features = backbone_features(net, faces, precision="bf16-mixed")
     np.testing.assert_allclose(features, backbone_features(net, faces), rtol=0.05, atol=0.05)
+    # the manifold's shortcut (heads on features computed once) predicts what the full forward pass predicts
+    np.testing.assert_allclose(predict_from_features(net, features, "bf16-mixed"), rounded, rtol=1e-6, atol=1e-6)
     images = image_tensor(faces)
     with torch.no_grad():
         with inference_precision("cpu", "bf16-mixed"):

@@ -147,7 +147,7 @@ def model_vectors(
     nets = (load_net(checkpoint, device) for checkpoint in checkpoints)
     first = next(nets)
     features = backbone_features(first, images, batch_size, precision)
-    columns = dict(zip(first.attributes, predict_from_features(first, features).T, strict=True))
+    columns = dict(zip(first.attributes, predict_from_features(first, features, precision).T, strict=True))
     for net in nets:
         columns.update(zip(net.attributes, predict_images(net, images, batch_size, precision).T, strict=True))
     unpredicted = [name for name in attributes if name not in columns]

@@ -155,8 +155,9 @@ def backbone_features(
 
 
 @torch.no_grad()
-def predict_from_features(net: FaceTraitsNet, features: np.ndarray) -> np.ndarray:
-    """FaceTraitsNet.forward from features already computed: skips a second backbone pass."""
+def predict_from_features(net: FaceTraitsNet, features: np.ndarray, precision: str = "32-true") -> np.ndarray:
+    """FaceTraitsNet.forward from features already computed (in `precision`): skips a second backbone pass."""
     device = net.target_mean.device
-    standardized = net.heads(torch.from_numpy(features).to(device))
-    return (standardized * net.target_std + net.target_mean).float().cpu().numpy()
+    with inference_precision(device, precision):
+        standardized = net.heads(torch.from_numpy(features).to(device))
+    return (standardized.float() * net.target_std + net.target_mean).cpu().numpy()
