@@ -17,7 +17,8 @@ STAGE = Stage(
 
 
 def call(stage: StageInputs):
-    return baselines_stage(stage.data, stage.params.baselines, stage.paths.out)
+    params = stage.params
+    return baselines_stage(stage.data, params.baselines, stage.paths.out, params.train.fit_on)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,6 +163,9 @@ class AugmentParams:
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class TrainParams:
     protocol: Literal["shared", "per_attribute", "probe"] = "shared"
+    # the faces the final model learns from; "train+val": val makes its choices (ridge penalty, SVR C) first, then
+    # the model is refitted on both, fine-tuning runs its whole schedule and keeps its last epoch (no val scores)
+    fit_on: Literal["train", "train+val"] = "train"
     loss: Literal["mse", "smooth_l1", "huber", "mse_pearson"] = "mse"
     huber_delta: Float = Field(1.0, gt=0)
     pearson_weight: Float = Field(0.5, ge=0)

@@ -87,6 +87,25 @@ def test_is_the_scaler_and_rbf_svr_pipeline_fit_on_train_faces(
         np.testing.assert_allclose(result.predictions[:, column], expected, rtol=1e-6, atol=1e-6)
 
 
+def test_refit_keeps_the_val_chosen_c_and_is_the_pipeline_fit_on_train_and_val_faces(
+    faces: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    _, features, ratings = faces
+    ratings = ratings[:, :2].copy()
+    ratings[VAL[::4], 1] = np.nan
+    both = np.r_[TRAIN, VAL]
+    chosen = fit_svr_baseline(features, ratings, TRAIN, VAL, c_grid=(1.0, 3.0), epsilon=0.1, gamma="scale")
+    refitted = fit_svr_baseline(features, ratings, TRAIN, VAL, c_grid=(1.0, 3.0), epsilon=0.1, gamma="scale", refit_rows=both)
+    assert refitted.chosen_c == chosen.chosen_c and refitted.val_pearson == chosen.val_pearson
+    for column, c in enumerate(refitted.chosen_c):
+        rated = both[np.isfinite(ratings[both, column])]
+        mean, sd = ratings[rated, column].mean(), ratings[rated, column].std()
+        reference = make_pipeline(StandardScaler(), SVR(kernel="rbf", C=c, epsilon=0.1, gamma="scale"))
+        reference.fit(features[rated], (ratings[rated, column] - mean) / sd)
+        np.testing.assert_allclose(refitted.predictions[:, column], reference.predict(features) * sd + mean, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(refitted.predictions, chosen.predictions)
+
+
 def test_test_faces_never_influence_the_fit(faces: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
     _, features, ratings = faces
     reference = fit_svr_baseline(features, ratings, TRAIN, VAL, **SVR_SETTINGS)

@@ -10,7 +10,7 @@ import torch
 from sklearn.linear_model import Ridge
 
 from facetraits.models.face_module import load_module
-from facetraits.models.probe import fit_ridge_probe
+from facetraits.models.probe import fit_ridge_probe, refit_ridge_probe
 from facetraits.models.inference import backbone_features
 from facetraits.models.training import train_study
 from tests.models.conftest import tiny_params
@@ -53,6 +53,27 @@ def test_larger_penalty_wins_ties() -> None:
     assert probe.alpha[0] == max(ALPHAS) and (probe.val_pearson == 0).all()
 
 
+def test_refit_keeps_each_attributes_penalty_and_equals_sklearn_ridge_on_all_faces_given() -> None:
+    rng = np.random.default_rng(2)
+    x, val = _features(rng, 50), _features(rng, 20)
+    weights = rng.normal(size=(40, 3)) * (rng.uniform(size=(40, 3)) < 0.2)
+    y, val_y = x @ weights + rng.normal(size=(50, 3)), val @ weights + rng.normal(size=(20, 3))
+    probe = fit_ridge_probe(x, y, val, val_y, ALPHAS)
+    both, both_y = np.vstack([x, val]), np.vstack([y, val_y])
+    both_y[[1, 60], 2] = np.nan  # unrated faces, one from each split
+    refitted = refit_ridge_probe(probe, both, both_y)
+    np.testing.assert_array_equal(refitted.alpha, probe.alpha)
+    np.testing.assert_array_equal(refitted.val_pearson, probe.val_pearson)
+    standardized = (both - both.mean(axis=0)) / both.std(axis=0)
+    test = _features(rng, 15)
+    for column in range(3):
+        rows = ~np.isnan(both_y[:, column])
+        expected = Ridge(alpha=probe.alpha[column]).fit(standardized[rows], both_y[rows, column])
+        predicted = expected.predict((test - both.mean(axis=0)) / both.std(axis=0))
+        np.testing.assert_allclose(refitted.predict(test)[:, column], predicted, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(refitted.weight, probe.weight)
+
+
 @pytest.mark.slow
 def test_probe_checkpoint_is_an_ordinary_model_whose_forward_is_the_ridge_fit(tiny_data, tmp_path) -> None:
     params = tiny_params(
@@ -76,3 +97,23 @@ def test_probe_checkpoint_is_an_ordinary_model_whose_forward_is_the_ridge_fit(ti
     images = torch.from_numpy(np.array(tiny_data.images[:6])).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         np.testing.assert_allclose(net.standardized(images).numpy(), probe.predict(features[:6]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_probe_fitted_on_train_and_val_refits_the_val_chosen_penalties_and_reports_no_val_score(tiny_data, tmp_path) -> None:
+    params = tiny_params(
+        model={"backbone": "mobilenet_v2", "pool": "avgmax"},
+        train={"protocol": "probe", "ridge_alphas": ALPHAS, "fit_on": "train+val"},
+    )
+    (fit,) = train_study(tiny_data, params.model, params.train, tmp_path)
+    assert "val/pearson_mean" not in fit.history and "test/pearson_mean" in fit.test
+    net = load_module(fit.best_checkpoint).net
+    features = backbone_features(net, tiny_data.images)
+    train_rows, val_rows = tiny_data.indices("train"), tiny_data.indices("val")
+    both = np.sort(np.concatenate([train_rows, val_rows]))
+    targets = tiny_data.faces[list(tiny_data.attributes)].to_numpy(np.float64)
+    np.testing.assert_allclose(net.target_mean.numpy(), targets[both].mean(axis=0), rtol=1e-5)
+    z = (targets - net.target_mean.numpy()) / net.target_std.numpy()
+    chosen = fit_ridge_probe(features[train_rows], z[train_rows], features[val_rows], z[val_rows], ALPHAS)
+    expected = refit_ridge_probe(chosen, features[both], z[both])
+    np.testing.assert_allclose(net.heads.linear.weight.detach().numpy(), expected.weight, rtol=1e-4, atol=1e-5)

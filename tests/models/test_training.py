@@ -4,6 +4,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from facetraits.config import TrainParams, merge_overrides
 from facetraits.data.prepared import PreparedData
@@ -58,6 +59,25 @@ def test_a_finished_or_different_run_is_not_resumed(tiny_data, tmp_path) -> None
         fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path, extra_callbacks=[_KillAtEpoch(1)])
     other = tiny_params(train={"max_epochs": 2, "lr": 0.01})
     assert fit_attributes(tiny_data, tiny_data.attributes, other.model, other.train, tmp_path).resumed_from_epoch is None
+
+
+def test_fit_on_train_and_val_learns_from_both_runs_the_whole_schedule_and_keeps_the_last_epoch(tiny_data, tmp_path) -> None:
+    params = tiny_params(train={"max_epochs": 3, "patience": 1, "fit_on": "train+val"})
+    datamodule = build_datamodule(tiny_data, tiny_data.attributes, params.train, Runtime.resolve(params.train))
+    datamodule.setup("fit")
+    both = np.sort(np.concatenate([tiny_data.indices("train"), tiny_data.indices("val")]))
+    np.testing.assert_array_equal(datamodule.datasets["fit"].indices, both)
+    fit = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
+    assert list(fit.history["epoch"]) == [0, 1, 2]  # patience 1 stops nothing: there is no val score
+    assert not any(column.startswith("val/") for column in fit.history.columns)
+    best = torch.load(fit.best_checkpoint, map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == last["epoch"] == 2
+    for key, value in last["state_dict"].items():
+        torch.testing.assert_close(best["state_dict"][key], value)
+    targets = tiny_data.faces[list(tiny_data.attributes)].to_numpy(np.float64)
+    np.testing.assert_allclose(load_module(fit.best_checkpoint).net.target_mean.numpy(), targets[both].mean(axis=0), rtol=1e-5)
+    assert "test/pearson_mean" in fit.test
 
 
 def test_per_attribute_protocol_trains_one_model_each(tiny_data, tmp_path) -> None:

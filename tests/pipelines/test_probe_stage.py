@@ -27,7 +27,7 @@ def probed(trained, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("probe")
     params = yaml.safe_load((trained["root"] / "params.yaml").read_text())
     params["model"] = {"backbone": "mobilenet_v2", "pool": "avgmax", "hflip_average": True}
-    params["train"] = {**params["train"], "protocol": "probe", "ridge_alphas": [1.0, 100.0]}
+    params["train"] = {**params["train"], "protocol": "probe", "ridge_alphas": [1.0, 100.0], "fit_on": "train+val"}
     params["tracking"] = {**params["tracking"], "experiment": "probe-stage"}
     params["explain"] = {**params["explain"], "methods": ["gradcam", "guided_gradcam"], "mean_faces": 3, "score_faces": 2}
     params["manifold"] = {"methods": ["pca"], "dims": [2], "permutations": 9}
@@ -43,10 +43,15 @@ def probed(trained, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_probe_run_logs_metrics_penalties_and_a_model(probed) -> None:
     metrics = json.loads((probed["root"] / "train" / "metrics.json").read_text())
     assert set(metrics["test"]["pearson"]) == set(ATTRIBUTES) and metrics["epochs"] == {"all": 1}
+    # refitted on train+val (train.fit_on): the val faces were fitted, so no val score is reported anywhere
+    assert "val" not in metrics
+    history = pd.read_csv(probed["root"] / "train" / "history.csv")
+    assert history["val_pearson_mean"].isna().all() and history["train_loss"].notna().all()
     run = probed["run"]
     assert run.data.params["train.protocol"] == "probe"
     assert {f"test/pearson/{a}" for a in ATTRIBUTES} <= set(run.data.metrics)
     assert {f"probe/log10_alpha/{a}" for a in ATTRIBUTES} <= set(run.data.metrics) and "probe/fit_seconds" in run.data.metrics
+    assert not any(key.startswith("val/") for key in run.data.metrics)
     (output,) = run.outputs.model_outputs
     assert probed["client"].get_logged_model(output.model_id).source_run_id == run.info.run_id
 

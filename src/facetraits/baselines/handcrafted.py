@@ -104,18 +104,22 @@ def fit_svr_baseline(
     c_grid: Sequence[float],
     epsilon: float,
     gamma: str | float,
+    refit_rows: np.ndarray | None = None,
 ) -> SvrBaselineResult:
-    """One standardized-features RBF SVR per attribute, C picked on validation faces, fit on train faces only.
+    """One standardized-features RBF SVR per attribute, C picked on validation faces, fit on train faces only, or
+    refitted with that C on `refit_rows` (train and val faces) as the trained models are with train.fit_on train+val.
 
     Targets are standardized with the train faces' mean and sd because epsilon (the width of the
     loss-free tube) is in target units: one epsilon then means the same for a 0-100 and a 1-9 scale.
     Faces outside train_rows and val_rows (the test split) are only predicted, never looked at.
+    val_pearson is the chosen C's score when fitted on train rows alone, the evidence for the choice.
     The model is StandardScaler + SVR(kernel="rbf"); the kernel is computed once per set of rated
     train faces and shared by every C and attribute (precomputed), which is the same model ~20x faster.
     """
     features, targets = np.asarray(features, dtype=np.float64), np.asarray(targets, dtype=np.float64)
     train_rows = _check_rows(train_rows, "train_rows", len(features))
     val_rows = _check_rows(val_rows, "val_rows", len(features))
+    final_rows = None if refit_rows is None else _check_rows(refit_rows, "refit_rows", len(features))
     if targets.ndim != 2 or len(targets) != len(features):
         raise DataError(f"targets must be (N, A) with N = {len(features)} faces, got {targets.shape}")
     if np.intersect1d(train_rows, val_rows).size:
@@ -125,6 +129,7 @@ def fit_svr_baseline(
     predictions = np.empty(targets.shape, dtype=np.float64)
     chosen_c, val_pearson = [], []
     kernel_rows, kernel = np.empty(0, dtype=np.int64), np.empty((0, 0))
+    refit_kernel_rows, refit_kernel = kernel_rows, kernel
     for column in range(targets.shape[1]):
         rating = targets[:, column]
         fit_rows = train_rows[np.isfinite(rating[train_rows])]
@@ -143,7 +148,16 @@ def fit_svr_baseline(
         ]
         scores = [_pearson(model.predict(kernel[select_rows]), rating[select_rows]) for model in models]
         best = int(np.argmax(scores))  # the first of equal scores: c_grid order breaks ties
-        predictions[:, column] = models[best].predict(kernel) * sd + mean
+        chosen, chosen_kernel = models[best], kernel
+        if final_rows is not None:
+            fit_rows = final_rows[np.isfinite(rating[final_rows])]
+            if not np.array_equal(fit_rows, refit_kernel_rows):
+                refit_kernel_rows, refit_kernel = fit_rows, _rbf_kernel_to(features, fit_rows, gamma)
+            mean, sd = rating[fit_rows].mean(), rating[fit_rows].std()
+            chosen = SVR(kernel="precomputed", C=c_grid[best], epsilon=epsilon)
+            chosen_kernel = refit_kernel
+            chosen.fit(refit_kernel[fit_rows], (rating[fit_rows] - mean) / sd)
+        predictions[:, column] = chosen.predict(chosen_kernel) * sd + mean
         chosen_c.append(float(c_grid[best]))
         val_pearson.append(scores[best])
     return SvrBaselineResult(predictions=predictions, chosen_c=tuple(chosen_c), val_pearson=tuple(val_pearson))

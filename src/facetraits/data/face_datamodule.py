@@ -64,6 +64,7 @@ class FaceDataModule(L.LightningDataModule):
         attributes: Sequence[str],
         batch_size: int,
         augment: dict[str, float],
+        fit_splits: Sequence[str] = ("train",),
         num_workers: int = 0,
         pin_memory: bool = False,
         channels_last: bool = False,
@@ -83,6 +84,8 @@ class FaceDataModule(L.LightningDataModule):
         targets = self.data.faces[self.attributes].to_numpy(dtype=np.float64)
         images_path = self.data.root / "images.npy"
         self.datasets = {split: FaceArrayDataset(images_path, self.data.indices(split), targets) for split in SPLITS}
+        fitted = np.flatnonzero(self.data.faces["split"].isin(list(self.hparams.fit_splits)).to_numpy())
+        self.datasets["fit"] = FaceArrayDataset(images_path, fitted, targets)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer is not None else 1
@@ -97,7 +100,7 @@ class FaceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("fit", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -37,14 +37,19 @@ def predict_all_faces(data: PreparedData, fits: Sequence[FitResult], precision: 
     return predicted
 
 
-def best_epoch(fit: FitResult) -> dict[str, float]:
+def best_epoch(fit: FitResult) -> dict[str, float] | None:
+    """The epoch with the best mean val r; None for a model fitted on train+val, which has no val scores."""
+    if MONITOR not in fit.history or fit.history[MONITOR].isna().all():
+        return None
     return fit.history.loc[fit.history[MONITOR].idxmax()].to_dict()
 
 
 def summary_metrics(fits: Sequence[FitResult]) -> dict[str, Any]:
-    """results/train/metrics.json: test and best-epoch val scores per attribute, with their means."""
+    """results/train/metrics.json: test and best-epoch val scores per attribute, with their means (val only where
+    the models left the val faces out)."""
     summary: dict[str, Any] = {}
-    for split in ("val", "test"):
+    validated = all(best_epoch(fit) is not None for fit in fits)
+    for split in ("val", "test") if validated else ("test",):
         per_attribute: dict[str, dict[str, float]] = {name: {} for name in METRIC_NAMES}
         for fit in fits:
             source = fit.test if split == "test" else best_epoch(fit)
@@ -59,7 +64,7 @@ def summary_metrics(fits: Sequence[FitResult]) -> dict[str, Any]:
 def history_table(fits: Sequence[FitResult]) -> pd.DataFrame:
     """Per-epoch curves for DVC plots: epoch, train_loss, val_loss, val_pearson_mean (averaged over fits)."""
     columns = {"train/loss": "train_loss", "val/loss": "val_loss", MONITOR: "val_pearson_mean"}
-    frames = [fit.history[["epoch", *columns]].rename(columns=columns) for fit in fits]
+    frames = [fit.history.reindex(columns=["epoch", *columns]).rename(columns=columns) for fit in fits]
     return pd.concat(frames).groupby("epoch", as_index=False).mean().astype({"epoch": int})
 
 
@@ -67,8 +72,8 @@ def attribute_history_table(fits: Sequence[FitResult]) -> pd.DataFrame:
     """Per-epoch val Pearson r of every attribute, long (epoch, attribute, val_pearson): DVC plots draws one curve
     per attribute from it whatever the attributes are, where a wide table would need each column named."""
     frames = [
-        fit.history.melt(id_vars="epoch", value_vars=[f"val/pearson/{a}" for a in fit.attributes],
-                         var_name="attribute", value_name="val_pearson")
+        fit.history.reindex(columns=["epoch", *(f"val/pearson/{a}" for a in fit.attributes)])
+        .melt(id_vars="epoch", var_name="attribute", value_name="val_pearson")
         for fit in fits
     ]  # fmt: skip
     table = pd.concat(frames, ignore_index=True).astype({"epoch": int})
@@ -148,13 +153,15 @@ def train_stage(
         log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}", params)
         for fit in fits
     ]
-    val_mean, test_mean = outputs.summary["val"]["pearson_mean"], outputs.summary["test"]["pearson_mean"]
+    val_mean, test_mean = outputs.summary.get("val", {}).get("pearson_mean"), outputs.summary["test"]["pearson_mean"]
+    # a model fitted on train+val has no val score: it is registered, but never ranked against one that has
+    val_text = "fitted on train+val: no val score" if val_mean is None else f"val mean Pearson r {shown_score(val_mean)}"
     summary = (
         f"trained {len(fits)} model(s) on {len(data.attributes)} attribute(s): test mean Pearson r = "
-        f"{shown_score(test_mean)} (val {shown_score(val_mean)}) -> {models_dir}, {out_dir}"
+        f"{shown_score(test_mean)} ({val_text}) -> {models_dir}, {out_dir}"
     )
     if len(fits) == 1 and tracking.register:
-        description = f"{model.backbone} ({train.protocol}), val mean Pearson r {shown_score(val_mean)}, run {run.run_id}"
+        description = f"{model.backbone} ({train.protocol}), {val_text}, run {run.run_id}"
         version = register_model(run, model_ids[0], tracking.experiment, tracking.alias, val_mean, description)
         summary += f"; registered models:/{tracking.experiment}/{version}"
     return StageResult(summary, outputs.flat_metrics, outputs.artifacts, model_id=model_ids[0] if len(fits) == 1 else None)

@@ -63,6 +63,59 @@ def _ridge_coefficients(features: np.ndarray, targets: np.ndarray, alphas: np.nd
     )
 
 
+@dataclass(frozen=True)
+class _RidgePath:
+    """Ridge fits for several penalties at once, on features standardized with their own mean and scale."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    coefficients: np.ndarray  # (len(alphas), D, A) on standardized features
+    intercepts: np.ndarray  # (len(alphas), A)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """(len(alphas), N, A)"""
+        standardized = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return np.einsum("nd,lda->lna", standardized, self.coefficients, optimize=True) + self.intercepts[:, None, :]
+
+    def probe(self, chosen: np.ndarray, alphas: np.ndarray, val_pearson: np.ndarray) -> RidgeProbe:
+        """The probe whose attribute a uses penalty alphas[chosen[a]], folded back onto raw features."""
+        attributes = np.arange(len(chosen))
+        weight = self.coefficients[chosen, :, attributes] / self.scale  # (A, D)
+        return RidgeProbe(
+            weight=weight.astype(np.float32),
+            bias=(self.intercepts[chosen, attributes] - weight @ self.mean).astype(np.float32),
+            alpha=alphas[chosen],
+            val_pearson=val_pearson,
+        )
+
+
+def _ridge_path(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray) -> _RidgePath:
+    """Targets may hold NaN (an unrated face): each attribute is fitted on the faces it has."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    standardized = (x - mean) / scale
+    n_attributes = y.shape[1]
+    coefficients = np.zeros((len(alphas), x.shape[1], n_attributes))
+    intercepts = np.zeros((len(alphas), n_attributes))
+    present = ~np.isnan(y)
+    patterns: dict[bytes, list[int]] = {}
+    for column in range(n_attributes):
+        patterns.setdefault(present[:, column].tobytes(), []).append(column)
+    for columns in patterns.values():
+        rows = present[:, columns[0]]
+        # rows missing some attributes get their own column means, so each fit is a true intercept-only centring
+        rows_mean = standardized[rows].mean(axis=0)
+        rated = y[np.ix_(rows, columns)]
+        coefficients[:, :, columns] = _ridge_coefficients(
+            standardized[rows] - rows_mean, rated - rated.mean(axis=0), alphas
+        )
+        intercepts[:, columns] = rated.mean(axis=0) - np.einsum("d,ldc->lc", rows_mean, coefficients[:, :, columns])
+    return _RidgePath(mean=mean, scale=scale, coefficients=coefficients, intercepts=intercepts)
+
+
 def fit_ridge_probe(
     train_features: np.ndarray,
     train_targets: np.ndarray,
@@ -74,38 +127,17 @@ def fit_ridge_probe(
 
     Targets may hold NaN (an unrated face): each attribute is fitted on the train faces it has.
     """
-    x = np.asarray(train_features, dtype=np.float64)
-    y = np.asarray(train_targets, dtype=np.float64)
     alphas = np.asarray(sorted(alphas), dtype=np.float64)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    standardized = (x - mean) / scale
-    val = (np.asarray(val_features, dtype=np.float64) - mean) / scale
-    n_alphas, n_attributes = len(alphas), y.shape[1]
-    coefficients = np.zeros((n_alphas, x.shape[1], n_attributes))
-    intercepts = np.zeros((n_alphas, n_attributes))
-    present = ~np.isnan(y)
-    patterns: dict[bytes, list[int]] = {}
-    for column in range(n_attributes):
-        patterns.setdefault(present[:, column].tobytes(), []).append(column)
-    for columns in patterns.values():
-        rows = present[:, columns[0]]
-        # rows missing some attributes get their own column means, so each fit is a true intercept-only centring
-        rows_mean = standardized[rows].mean(axis=0)
-        targets = y[np.ix_(rows, columns)]
-        coefficients[:, :, columns] = _ridge_coefficients(
-            standardized[rows] - rows_mean, targets - targets.mean(axis=0), alphas
-        )
-        intercepts[:, columns] = targets.mean(axis=0) - np.einsum("d,ldc->lc", rows_mean, coefficients[:, :, columns])
-    val_predictions = np.einsum("nd,lda->lna", val, coefficients, optimize=True) + intercepts[:, None, :]
-    val_pearson = np.stack([_pearson_columns(p, np.asarray(val_targets, np.float64)) for p in val_predictions], axis=1)
+    path = _ridge_path(train_features, train_targets, alphas)
+    val_targets = np.asarray(val_targets, dtype=np.float64)
+    val_pearson = np.stack([_pearson_columns(p, val_targets) for p in path.predict(val_features)], axis=1)
     # the largest penalty among the best (reversed argmax): the simplest model the validation data support
-    best = n_alphas - 1 - np.argmax(val_pearson[:, ::-1], axis=1)
-    chosen = coefficients[best, :, np.arange(n_attributes)]  # (A, D) on standardized features
-    return RidgeProbe(
-        weight=(chosen / scale).astype(np.float32),
-        bias=(intercepts[best, np.arange(n_attributes)] - (chosen / scale) @ mean).astype(np.float32),
-        alpha=alphas[best],
-        val_pearson=val_pearson,
-    )
+    best = len(alphas) - 1 - np.argmax(val_pearson[:, ::-1], axis=1)
+    return path.probe(best, alphas, val_pearson)
+
+
+def refit_ridge_probe(probe: RidgeProbe, features: np.ndarray, targets: np.ndarray) -> RidgeProbe:
+    """The same penalty per attribute, fitted anew on `features` (train and val faces once val has chosen them)."""
+    alphas = np.unique(probe.alpha)
+    path = _ridge_path(features, targets, alphas)
+    return path.probe(np.searchsorted(alphas, probe.alpha), alphas, probe.val_pearson)

@@ -27,7 +27,7 @@ from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, OptimSettings
 from facetraits.models.inference import backbone_features, resolve_precision, uses_gpu
-from facetraits.models.probe import fit_ridge_probe
+from facetraits.models.probe import fit_ridge_probe, refit_ridge_probe
 
 STATE_FILE = "train_state.json"
 BEST = "best"
@@ -82,8 +82,18 @@ class FitResult:
     seconds: float
 
 
+def fit_splits(train: TrainParams) -> tuple[str, ...]:
+    """The splits the final model learns from (train.fit_on); val still makes every choice before that."""
+    return ("train", "val") if train.fit_on == "train+val" else ("train",)
+
+
+def fit_rows(data: PreparedData, train: TrainParams) -> np.ndarray:
+    return np.flatnonzero(data.faces["split"].isin(fit_splits(train)).to_numpy())
+
+
 def target_statistics(faces: pd.DataFrame, attributes: Sequence[str], train_rows: np.ndarray) -> tuple[list[float], list[float]]:
-    """Train-split mean and sd per attribute (NaN-aware); a constant attribute gets sd 1 to stay finite."""
+    """Mean and sd per attribute over the faces the model learns from (NaN-aware); a constant attribute gets sd 1 to
+    stay finite."""
     values = faces[list(attributes)].to_numpy(dtype=np.float64)[train_rows]
     mean = np.nanmean(values, axis=0)
     std = np.nanstd(values, axis=0)
@@ -128,8 +138,8 @@ def _checkpoint_epoch(checkpoint: Path) -> int:
 def build_module(
     data: PreparedData, attributes: Sequence[str], model: ModelParams, train: TrainParams, inputs: str = "images"
 ) -> FaceTraitsModule:
-    """A fresh module whose target statistics come from the train split."""
-    mean, std = target_statistics(data.faces, attributes, data.indices("train"))
+    """A fresh module whose target statistics come from the faces it will learn from."""
+    mean, std = target_statistics(data.faces, attributes, fit_rows(data, train))
     return FaceTraitsModule(
         attributes=list(attributes),
         target_mean=mean,
@@ -147,6 +157,7 @@ def build_datamodule(data: PreparedData, attributes: Sequence[str], train: Train
         attributes=attributes,
         batch_size=train.batch_size,
         augment=dataclasses.asdict(train.augment),
+        fit_splits=fit_splits(train),
         num_workers=train.num_workers,
         pin_memory=runtime.pin_memory,
         channels_last=runtime.channels_last,
@@ -164,6 +175,7 @@ def build_trainer(
         strategy=train.strategy,
         precision=runtime.precision,
         max_epochs=train.max_epochs,
+        limit_val_batches=0 if train.fit_on == "train+val" else None,  # val faces are training faces then
         callbacks=callbacks,
         logger=logger,
         default_root_dir=root,
@@ -218,7 +230,11 @@ def fit_attributes(
     extra_callbacks: Sequence[Callback] = (),
     run_test: bool = True,
 ) -> FitResult:
-    """Train one multi-output model on the train split, select by mean val Pearson, score on test."""
+    """Train one multi-output model on the train split, select by mean val Pearson, score on test.
+
+    With train.fit_on train+val there is nothing left to select on: the schedule runs to max_epochs (no early
+    stopping) and the last epoch is the model.
+    """
     require_split_sizes(data, ("train", "val", "test") if run_test else ("train", "val"))
     started = time.perf_counter()
     runtime = Runtime.resolve(train)
@@ -232,14 +248,15 @@ def fit_attributes(
     resume_from = _resume_checkpoint(checkpoint_dir, signature, train.resume)
     resumed_epoch = None if resume_from is None else _checkpoint_epoch(resume_from)
     history = EpochHistory()
+    refit = train.fit_on == "train+val"
     checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir, filename=BEST, monitor=MONITOR, mode="max", save_weights_only=True,
+        dirpath=checkpoint_dir, filename=BEST, monitor=None if refit else MONITOR, mode="max", save_weights_only=True,
         enable_version_counter=False,
     )  # fmt: skip
     # save_last only fires when `best` improves; resuming needs every epoch, with the optimizer state
     latest = ModelCheckpoint(dirpath=checkpoint_dir, filename=LAST, monitor=None, enable_version_counter=False)
-    stopper = EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)
-    callbacks = [checkpoint, latest, stopper, history, *extra_callbacks]
+    stopping = [] if refit else [EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)]
+    callbacks = [checkpoint, latest, *stopping, history, *extra_callbacks]
     trainer = build_trainer(train, runtime, callbacks, logger, checkpoint_dir)
     if trainer.is_global_zero:
         atomic_write_json(checkpoint_dir / STATE_FILE, {"signature": signature, "complete": False})
@@ -270,8 +287,8 @@ def fit_probe(
     """Ridge per attribute on the frozen backbone's pooled features, saved as a linear-head checkpoint.
 
     The checkpoint is an ordinary one (frozen backbone + linear head), scored by the same Lightning test
-    loop as a trained model. Penalties are chosen on the val split; train+val are not refitted, so val
-    scores stay out-of-sample like every other model's.
+    loop as a trained model. Penalties are chosen on the val split (ridge on the train faces); with
+    train.fit_on train+val each attribute's penalty is then refitted on both, and there is no val score.
     """
     started = time.perf_counter()
     probe_model = dataclasses.replace(model, head="linear", trainable_blocks=0, dropout=0.0)
@@ -291,6 +308,9 @@ def fit_probe(
     probe = fit_ridge_probe(
         features[train_rows], standardized[train_rows], features[val_rows], standardized[val_rows], train.ridge_alphas
     )
+    learned = fit_rows(data, train)
+    if train.fit_on == "train+val":
+        probe = refit_ridge_probe(probe, features[learned], standardized[learned])
     fit_seconds = time.perf_counter() - fit_started
     probe.load_into(module.net.heads)
     module = module.cpu()
@@ -299,14 +319,14 @@ def fit_probe(
         stale.unlink(missing_ok=True)  # nothing to resume: a probe is refitted in seconds
     trainer = build_trainer(single, runtime, [], logger, checkpoint_dir, checkpointing=False)
     datamodule = build_datamodule(data, attributes, single, runtime)
-    validated = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    validated = {} if train.fit_on == "train+val" else trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     train_loss = module.loss(
-        torch.from_numpy(probe.predict(features[train_rows])), torch.from_numpy(standardized[train_rows]).float()
+        torch.from_numpy(probe.predict(features[learned])), torch.from_numpy(standardized[learned]).float()
     )
+    tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]  # also attaches the module to save it
     best = checkpoint_dir / f"{BEST}.ckpt"
     with atomic_path(best) as tmp:
         trainer.save_checkpoint(tmp, weights_only=True)
-    tested = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     details = {
         "alpha": dict(zip(attributes, probe.alpha.tolist(), strict=True)),
         "alphas_tried": sorted(train.ridge_alphas),

@@ -129,13 +129,21 @@ def collect_methods(results: Path, main_label: str, variant_labels: Mapping[str,
     return MethodScores(scores, {label: path for label, (path, _) in files.items()})
 
 
-def report_notes(data: PreparedData, baselines: Mapping[str, Any], explain_scores: Mapping[str, Any]) -> list[str]:
+def report_notes(
+    data: PreparedData, baselines: Mapping[str, Any], explain_scores: Mapping[str, Any], refitted: Sequence[str] = ()
+) -> list[str]:
+    """`refitted`: the methods fitted on the train and val faces (train.fit_on: train+val)."""
     counts = ", ".join(f"{split} {len(data.indices(split))}" for split in ("train", "val", "test"))
     size = data.images.shape[1]
     notes = [
         f"Data: {data.meta['source']}, {len(data.faces)} faces ({counts}), {len(data.attributes)} attributes, {size} px."
     ]
     notes.append("Every r is on the test split.")
+    if refitted:
+        notes.append(
+            f"Fitted on the train and val faces once val had chosen their settings (train.fit_on: train+val): "
+            f"{', '.join(refitted)}."
+        )
     if "skipped" in baselines.get("human", {}):
         notes.append(baselines["human"]["skipped"])
     for method, scores in explain_scores["mean"].items():
@@ -173,7 +181,10 @@ def report_stage(
     explain_scores = read_metrics(results / "explain" / "scores.json")
     manifold = read_metrics(results / "manifold" / "metrics.json")
     report = build_report(data.attributes, human_reference(baselines), methods)
-    notes = [*report_notes(data, baselines, explain_scores), *mlflow_runs_note(params.tracking, runs)]
+    fit_on = {BACKBONE_LABELS[params.model.backbone]: params.train.fit_on, HANDCRAFTED: params.train.fit_on}
+    fit_on |= {label: variant_params(params, name).train.fit_on for name, label in variant_labels.items()}
+    refitted = [label for label, fitted in fit_on.items() if fitted == "train+val"]
+    notes = [*report_notes(data, baselines, explain_scores, refitted), *mlflow_runs_note(params.tracking, runs)]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
     metrics = report_metrics(report, keys, explain_scores, manifold)

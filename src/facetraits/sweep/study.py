@@ -118,8 +118,8 @@ class WorkerSpec:
 def objective(trial: optuna.Trial, params: StudyParams, data: PreparedData, cache_dir: Path) -> float:
     """Best mean val Pearson of one trial; frozen-backbone trials train heads on cached features."""
     overrides = as_overrides(suggest(trial, params.sweep.space))
-    overrides.setdefault("train", {}).update(
-        max_epochs=params.sweep.max_epochs, progress_bar=False, devices=1, num_nodes=1, strategy="auto"
+    overrides.setdefault("train", {}).update(  # a trial is scored on val, so it fits on train alone
+        max_epochs=params.sweep.max_epochs, progress_bar=False, devices=1, num_nodes=1, strategy="auto", fit_on="train"
     )
     trial_params = merge_overrides(params, overrides, source=f"trial {trial.number}")
     pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
