@@ -27,7 +27,8 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(9, 3.5), layout="constrained")
     losses, pearson = figure.subplots(1, 2)
     for column in ("train_loss", "val_loss"):
-        losses.plot(history["epoch"], history[column], marker="o", label=column.replace("_", " "))
+        if history[column].notna().any():
+            losses.plot(history["epoch"], history[column], marker="o", label=column.replace("_", " "))
     losses.set(xlabel="epoch", ylabel="loss (standardized units)", title="Loss")
     losses.legend()
     pearson.plot(history["epoch"], history["val_pearson_mean"], marker="o", color="tab:green")
@@ -35,6 +36,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     if history["val_pearson_mean"].isna().all():
         pearson.text(0.5, 0.5, "none: the val faces were fitted\n(train.fit_on: train+val)", ha="center", va="center",
                      transform=pearson.transAxes)  # fmt: skip
+        pearson.set(xticks=[], yticks=[])
     return figure
 
 
