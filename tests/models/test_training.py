@@ -66,7 +66,7 @@ def test_fit_on_train_and_val_learns_from_both_runs_the_whole_schedule_and_keeps
     datamodule = build_datamodule(tiny_data, tiny_data.attributes, params.train, Runtime.resolve(params.train))
     datamodule.setup("fit")
     both = np.sort(np.concatenate([tiny_data.indices("train"), tiny_data.indices("val")]))
-    np.testing.assert_array_equal(datamodule.datasets["fit"].indices, both)
+    np.testing.assert_array_equal(datamodule.datasets["train"].indices, both)
     fit = fit_attributes(tiny_data, tiny_data.attributes, params.model, params.train, tmp_path)
     assert list(fit.history["epoch"]) == [0, 1, 2]  # patience 1 stops nothing: there is no val score
     assert not any(column.startswith("val/") for column in fit.history.columns)

@@ -57,7 +57,7 @@ def run_baselines(data: PreparedData, params: BaselinesParams, fit_on: str = "tr
     targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)
     handcrafted = fit_svr_baseline(
         features, targets, data.indices("train"), data.indices("val"), settings.c_grid, settings.epsilon, settings.gamma,
-        refit_rows=np.sort(np.concatenate([data.indices("train"), data.indices("val")])) if fit_on == "train+val" else None,
+        refit_rows=data.indices("train", "val") if fit_on == "train+val" else None,
     )  # fmt: skip
     seconds = {
         "reliability": after_reliability - started,

@@ -83,9 +83,9 @@ class FaceDataModule(L.LightningDataModule):
         self.data = load_prepared(self.prepared_dir)
         targets = self.data.faces[self.attributes].to_numpy(dtype=np.float64)
         images_path = self.data.root / "images.npy"
-        self.datasets = {split: FaceArrayDataset(images_path, self.data.indices(split), targets) for split in SPLITS}
-        fitted = np.flatnonzero(self.data.faces["split"].isin(list(self.hparams.fit_splits)).to_numpy())
-        self.datasets["fit"] = FaceArrayDataset(images_path, fitted, targets)
+        # the "train" set is every face the model learns from: the val faces too with train.fit_on train+val
+        rows = {split: self.data.indices(split) for split in SPLITS} | {"train": self.data.indices(*self.hparams.fit_splits)}
+        self.datasets = {split: FaceArrayDataset(images_path, rows[split], targets) for split in SPLITS}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer is not None else 1
@@ -100,7 +100,7 @@ class FaceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("fit", shuffle=True)
+        return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -35,8 +35,9 @@ class PreparedData:
     def attributes(self) -> tuple[str, ...]:
         return tuple(self.meta["attributes"])
 
-    def indices(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.faces["split"].to_numpy() == split)
+    def indices(self, *splits: str) -> np.ndarray:
+        """Rows of the faces in any of `splits`, in data-set order."""
+        return np.flatnonzero(self.faces["split"].isin(splits).to_numpy())
 
     def ratings(self) -> pd.DataFrame | None:
         path = self.root / RATINGS_FILE

@@ -87,10 +87,6 @@ def fit_splits(train: TrainParams) -> tuple[str, ...]:
     return ("train", "val") if train.fit_on == "train+val" else ("train",)
 
 
-def fit_rows(data: PreparedData, train: TrainParams) -> np.ndarray:
-    return np.flatnonzero(data.faces["split"].isin(fit_splits(train)).to_numpy())
-
-
 def target_statistics(faces: pd.DataFrame, attributes: Sequence[str], train_rows: np.ndarray) -> tuple[list[float], list[float]]:
     """Mean and sd per attribute over the faces the model learns from (NaN-aware); a constant attribute gets sd 1 to
     stay finite."""
@@ -139,7 +135,7 @@ def build_module(
     data: PreparedData, attributes: Sequence[str], model: ModelParams, train: TrainParams, inputs: str = "images"
 ) -> FaceTraitsModule:
     """A fresh module whose target statistics come from the faces it will learn from."""
-    mean, std = target_statistics(data.faces, attributes, fit_rows(data, train))
+    mean, std = target_statistics(data.faces, attributes, data.indices(*fit_splits(train)))
     return FaceTraitsModule(
         attributes=list(attributes),
         target_mean=mean,
@@ -308,7 +304,7 @@ def fit_probe(
     probe = fit_ridge_probe(
         features[train_rows], standardized[train_rows], features[val_rows], standardized[val_rows], train.ridge_alphas
     )
-    learned = fit_rows(data, train)
+    learned = data.indices(*fit_splits(train))
     if train.fit_on == "train+val":
         probe = refit_ridge_probe(probe, features[learned], standardized[learned])
     fit_seconds = time.perf_counter() - fit_started
