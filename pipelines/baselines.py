@@ -18,7 +18,7 @@ STAGE = Stage(
 
 def call(stage: StageInputs):
     params = stage.params
-    return baselines_stage(stage.data, params.baselines, stage.paths.out, params.train.fit_on)
+    return baselines_stage(stage.data, params.baselines, stage.paths.out, params.train.refits_on_val)
 
 
 def main(argv: list[str] | None = None) -> int:

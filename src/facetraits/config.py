@@ -197,6 +197,11 @@ class TrainParams:
         default_factory=lambda: [10.0**power for power in range(-1, 7)], min_length=1
     )
 
+    @property
+    def refits_on_val(self) -> bool:
+        """The final model learns from the val faces too: nothing is left to score or select on val."""
+        return self.fit_on == "train+val"
+
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class FloatRange:

@@ -32,9 +32,9 @@ class BaselineResults:
     seconds: dict[str, float]
 
 
-def run_baselines(data: PreparedData, params: BaselinesParams, fit_on: str = "train") -> BaselineResults:
+def run_baselines(data: PreparedData, params: BaselinesParams, refit_on_val: bool = False) -> BaselineResults:
     """Reliability over every face's raw ratings (a property of the data set); the SVR chosen on val and fitted on
-    the faces the trained models learn from (`fit_on`, train.fit_on), so both are compared on equal terms."""
+    the faces the trained models learn from (`refit_on_val`: train.fit_on train+val), so both compare on equal terms."""
     started = time.perf_counter()
     ratings = data.ratings()
     reliability = (
@@ -57,7 +57,7 @@ def run_baselines(data: PreparedData, params: BaselinesParams, fit_on: str = "tr
     targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)
     handcrafted = fit_svr_baseline(
         features, targets, data.indices("train"), data.indices("val"), settings.c_grid, settings.epsilon, settings.gamma,
-        refit_rows=data.indices("train", "val") if fit_on == "train+val" else None,
+        refit_rows=data.indices("train", "val") if refit_on_val else None,
     )  # fmt: skip
     seconds = {
         "reliability": after_reliability - started,
@@ -72,13 +72,13 @@ def independent_ratings(ratings: pd.DataFrame, excluded_types: Sequence[str]) ->
     return ratings[~ratings["rating_type"].isin(list(excluded_types)).to_numpy(dtype=bool)]
 
 
-def baseline_metrics(data: PreparedData, results: BaselineResults, fit_on: str = "train") -> dict[str, Any]:
+def baseline_metrics(data: PreparedData, results: BaselineResults, refit_on_val: bool = False) -> dict[str, Any]:
     """results/baselines/metrics.json: human reliability and ceiling, and the hand-crafted model's test scores, and
     its val scores where it left the val faces out."""
     attributes = list(data.attributes)
     human = data.faces[attributes].to_numpy(dtype=np.float64)
     predicted = results.handcrafted.predictions
-    splits = ("test",) if fit_on == "train+val" else ("val", "test")
+    splits = ("test",) if refit_on_val else ("val", "test")
     handcrafted: dict[str, Any] = {
         split: split_metrics(predicted[data.indices(split)], human[data.indices(split)], attributes) for split in splits
     }
@@ -102,10 +102,12 @@ def baseline_metrics(data: PreparedData, results: BaselineResults, fit_on: str =
     return {"human": human_summary, "handcrafted": handcrafted}
 
 
-def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir: Path, fit_on: str = "train") -> dict[str, Any]:
+def write_baseline_outputs(
+    data: PreparedData, results: BaselineResults, out_dir: Path, refit_on_val: bool = False
+) -> dict[str, Any]:
     """metrics.json, reliability.csv and the hand-crafted predictions: out_dir is replaced whole, or not at all."""
     out_dir = Path(out_dir)
-    metrics = baseline_metrics(data, results, fit_on)
+    metrics = baseline_metrics(data, results, refit_on_val)
     predictions = predictions_table(data, results.handcrafted.predictions)
     with atomic_directory(out_dir) as folder:
         write_csv(predictions, folder / "handcrafted_predictions.csv", index=False)
@@ -118,10 +120,12 @@ def write_baseline_outputs(data: PreparedData, results: BaselineResults, out_dir
     return metrics
 
 
-def baselines_stage(data: PreparedData, params: BaselinesParams, out_dir: Path, fit_on: str = "train") -> StageResult:
+def baselines_stage(
+    data: PreparedData, params: BaselinesParams, out_dir: Path, refit_on_val: bool = False
+) -> StageResult:
     """The baselines stage: both reference points computed and written; test and human scores for MLflow."""
-    results = run_baselines(data, params, fit_on)
-    metrics = write_baseline_outputs(data, results, out_dir, fit_on)
+    results = run_baselines(data, params, refit_on_val)
+    metrics = write_baseline_outputs(data, results, out_dir, refit_on_val)
     human = metrics["human"]
     if "skipped" in human:
         human_text = f"human reliability skipped: {human['skipped']}"

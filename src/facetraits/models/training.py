@@ -84,7 +84,7 @@ class FitResult:
 
 def fit_splits(train: TrainParams) -> tuple[str, ...]:
     """The splits the final model learns from (train.fit_on); val still makes every choice before that."""
-    return ("train", "val") if train.fit_on == "train+val" else ("train",)
+    return ("train", "val") if train.refits_on_val else ("train",)
 
 
 def target_statistics(faces: pd.DataFrame, attributes: Sequence[str], train_rows: np.ndarray) -> tuple[list[float], list[float]]:
@@ -171,7 +171,7 @@ def build_trainer(
         strategy=train.strategy,
         precision=runtime.precision,
         max_epochs=train.max_epochs,
-        limit_val_batches=0 if train.fit_on == "train+val" else None,  # val faces are training faces then
+        limit_val_batches=0 if train.refits_on_val else None,  # val faces are training faces then
         callbacks=callbacks,
         logger=logger,
         default_root_dir=root,
@@ -244,14 +244,13 @@ def fit_attributes(
     resume_from = _resume_checkpoint(checkpoint_dir, signature, train.resume)
     resumed_epoch = None if resume_from is None else _checkpoint_epoch(resume_from)
     history = EpochHistory()
-    refit = train.fit_on == "train+val"
     checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir, filename=BEST, monitor=None if refit else MONITOR, mode="max", save_weights_only=True,
-        enable_version_counter=False,
+        dirpath=checkpoint_dir, filename=BEST, monitor=None if train.refits_on_val else MONITOR, mode="max",
+        save_weights_only=True, enable_version_counter=False,
     )  # fmt: skip
     # save_last only fires when `best` improves; resuming needs every epoch, with the optimizer state
     latest = ModelCheckpoint(dirpath=checkpoint_dir, filename=LAST, monitor=None, enable_version_counter=False)
-    stopping = [] if refit else [EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)]
+    stopping = [] if train.refits_on_val else [EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)]
     callbacks = [checkpoint, latest, *stopping, history, *extra_callbacks]
     trainer = build_trainer(train, runtime, callbacks, logger, checkpoint_dir)
     if trainer.is_global_zero:
@@ -305,7 +304,7 @@ def fit_probe(
         features[train_rows], standardized[train_rows], features[val_rows], standardized[val_rows], train.ridge_alphas
     )
     learned = data.indices(*fit_splits(train))
-    if train.fit_on == "train+val":
+    if train.refits_on_val:
         probe = refit_ridge_probe(probe, features[learned], standardized[learned])
     fit_seconds = time.perf_counter() - fit_started
     probe.load_into(module.net.heads)
@@ -315,7 +314,7 @@ def fit_probe(
         stale.unlink(missing_ok=True)  # nothing to resume: a probe is refitted in seconds
     trainer = build_trainer(single, runtime, [], logger, checkpoint_dir, checkpointing=False)
     datamodule = build_datamodule(data, attributes, single, runtime)
-    validated = {} if train.fit_on == "train+val" else trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    validated = {} if train.refits_on_val else trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     train_loss = module.loss(
         torch.from_numpy(probe.predict(features[learned])), torch.from_numpy(standardized[learned]).float()
     )

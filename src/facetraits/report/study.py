@@ -181,9 +181,9 @@ def report_stage(
     explain_scores = read_metrics(results / "explain" / "scores.json")
     manifold = read_metrics(results / "manifold" / "metrics.json")
     report = build_report(data.attributes, human_reference(baselines), methods)
-    fit_on = {BACKBONE_LABELS[params.model.backbone]: params.train.fit_on, HANDCRAFTED: params.train.fit_on}
-    fit_on |= {label: variant_params(params, name).train.fit_on for name, label in variant_labels.items()}
-    refitted = [label for label, fitted in fit_on.items() if fitted == "train+val"]
+    refits = {label: params.train.refits_on_val for label in (BACKBONE_LABELS[params.model.backbone], HANDCRAFTED)}
+    refits |= {label: variant_params(params, name).train.refits_on_val for name, label in variant_labels.items()}
+    refitted = [label for label, refit in refits.items() if refit]
     notes = [*report_notes(data, baselines, explain_scores, refitted), *mlflow_runs_note(params.tracking, runs)]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
