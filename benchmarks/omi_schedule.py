@@ -17,9 +17,9 @@ import argparse
 import dataclasses
 import itertools
 import resource
-from collections.abc import Sequence
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from facetraits.config import load_params
 from facetraits.data.prepared import PreparedData, load_prepared
 from facetraits.models.evaluation import predict_all_faces
 from facetraits.models.face_module import MONITOR
+from facetraits.models.inference import resolve_precision
 from facetraits.models.metrics import split_metrics
 from facetraits.models.training import fit_attributes
 
@@ -71,14 +72,15 @@ def main() -> None:
             started, cpu = time.perf_counter(), cpu_seconds()
             with tempfile.TemporaryDirectory(prefix="facetraits-schedule-") as tmp:
                 fit = fit_attributes(data, data.attributes, params.model, train, Path(tmp), run_test=False)
-                predictions.append(predict_all_faces(data, [fit]))
+                if len(seeds) > 1:  # in the precision the study's predictions.csv is written in
+                    predictions.append(predict_all_faces(data, [fit], resolve_precision(train)))
             scores = fit.history[MONITOR]
             print(
                 f"| {epochs} | {scale:g} | {seed} | {scores.iloc[-1]:.3f} | {scores.max():.3f} (epoch "
                 f"{int(scores.idxmax())}) | {time.perf_counter() - started:.0f} | {cpu_seconds() - cpu:.0f} |",
                 flush=True,
             )
-        if len(predictions) > 1:
+        if predictions:
             print(f"| {epochs} | {scale:g} | average of {len(predictions)} | {val_mean_r(data, predictions):.3f} | | | |")
 
 
