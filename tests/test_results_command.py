@@ -1,8 +1,11 @@
-"""`facetraits results`: the study's headline and, per attribute, every method's test r, read from the files."""
+"""`facetraits results`: a study's headline and, per attribute, every method's test r, read from the files; several
+study folders side by side; fast, because it imports no torch, MLflow or DVC."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -28,7 +31,7 @@ def test_results_prints_the_headline_and_the_per_attribute_table(tmp_path: Path,
            {"handcrafted": {"test": {"pearson": {"happy": 0.8, "dominant": None}}}, "human": human})  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"variants": {"probe": {"train": {"protocol": "probe"}}}}))
 
-    args = ["results", "--results", str(results), "--params", str(tmp_path / "params.yaml")]
+    args = ["results", str(tmp_path)]
     assert main(args) == 0
     headline = capsys.readouterr().out.splitlines()
     assert headline[0] == str(results / "report.json")
@@ -46,6 +49,33 @@ def test_results_prints_the_headline_and_the_per_attribute_table(tmp_path: Path,
 
 
 def test_results_without_a_headline_names_the_file_and_the_command(tmp_path: Path, capsys) -> None:
-    assert main(["results", "--results", str(tmp_path)]) == 1
+    assert main(["results", str(tmp_path)]) == 1
     error = capsys.readouterr().err
-    assert f"error: {tmp_path / 'report.json'}: metrics file not found; run the stage that writes it" in error
+    headline = tmp_path / "results" / "report.json"
+    assert f"error: {headline}: metrics file not found; run the stage that writes it" in error
+
+
+def test_results_of_two_studies_is_one_table_with_a_column_per_study(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Keys one study lacks (its variant's name) show as — in its column, beside the other methods' rows."""
+    _write(tmp_path / "results" / "report.json", HEADLINE)
+    omi = {"test_r_mean": {"main": 0.796, "probe": 0.715, "handcrafted": 0.67}, "p": {"anova": 0.0}}
+    _write(tmp_path / "studies" / "omi" / "results" / "report.json", omi)
+    monkeypatch.chdir(tmp_path)
+    assert main(["results", ".", "studies/omi"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+        [".", "studies/omi"],
+        ["test_r_mean.main", "0.652", "0.796"], ["test_r_mean.probe", "0.515", "0.715"],
+        ["test_r_mean.handcrafted", "0.805", "0.670"], ["test_r_mean.human_ceiling", "0.985", "—"],
+        ["p.anova", "0.012", "0.000"], ["p.friedman", "—", "—"],
+    ]  # fmt: skip
+
+
+def test_results_imports_no_heavy_library(tmp_path: Path) -> None:
+    """Printing a JSON file must not import torch, MLflow, DVC or pandas (~10 s on a 2-core CPU)."""
+    _write(tmp_path / "results" / "report.json", HEADLINE)
+    probe = (
+        "import sys; from facetraits.cli import main; main(['results', sys.argv[1]]);"
+        "print(sorted({'torch', 'mlflow', 'dvc', 'pandas', 'lightning'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"

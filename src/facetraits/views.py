@@ -12,32 +12,87 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import Any
 
 from facetraits.errors import DataError
-from facetraits.report.headline import HANDCRAFTED_KEY, HUMAN_CEILING_KEY, MAIN, headline_table
+from facetraits.report.headline import HANDCRAFTED_KEY, HUMAN_CEILING_KEY, MAIN, read_metrics
 
 VEGA_LITE = "5.21"  # DVC's templates are Vega-Lite 5 specifications
 REMOTE_SCRIPT = re.compile(r"<script[^>]*\ssrc\s*=\s*[\"']?(?:https?:)?//", re.IGNORECASE)
+HEADLINE = Path("results") / "report.json"  # in a study folder (the project root is the default study's)
+MISSING = "—"
 
 
-def results_text(results: Path, variants: list[str], per_attribute: bool) -> str:
-    """results/report.json's headline; with `per_attribute`, test r of every method per attribute beside it."""
-    from facetraits.report.study import HANDCRAFTED, collect_methods, human_reference, read_metrics
+def headline_rows(report: Mapping[str, Any], path: Path) -> dict[str, float | None]:
+    """The headline's numbers by dotted key, the methods' test r first (JSON keeps the other keys sorted)."""
+    if "test_r_mean" not in report:
+        raise DataError(f"{path}: no test_r_mean section: not a report headline (rerun the report stage: dvc repro)")
+    rows: dict[str, float | None] = {}
 
-    path = Path(results) / "report.json"
-    text = f"{path}\n{headline_table(read_metrics(path), path)}"
-    if not per_attribute:
-        return text
-    methods = collect_methods(Path(results), MAIN, {name: name for name in variants})
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.")
+            else:
+                rows[f"{prefix}{key}"] = value
+
+    walk({"test_r_mean": report["test_r_mean"], **report}, "")
+    return rows
+
+
+def _number(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.3f}"
+
+
+def headline_text(studies: Sequence[Path]) -> str:
+    """Each study folder's results/report.json as aligned text: one study, a number a line under its file's path;
+    several, one column per study (a key one study lacks shows as —), so two studies compare at a glance."""
+    paths = [Path(folder) / HEADLINE for folder in studies]
+    columns = [headline_rows(read_metrics(path), path) for path in paths]
+    keys = list(dict.fromkeys(key for column in columns for key in column))
+    sections = list(dict.fromkeys(key.split(".")[0] for key in keys))
+    keys.sort(key=lambda key: sections.index(key.split(".")[0]))  # a study's extra method beside the others
+    width = max(map(len, keys))
+    if len(columns) == 1:
+        return f"{paths[0]}\n" + "\n".join(f"{key:<{width}}  {_number(columns[0][key])}" for key in keys)
+    names = [str(folder) for folder in studies]
+    widths = [max(len(name), 5) for name in names]
+    lines = [" " * width + "".join(f"  {name:>{w}}" for name, w in zip(names, widths, strict=True))]
+    for key in keys:
+        cells = "".join(f"  {_number(c.get(key)):>{w}}" for c, w in zip(columns, widths, strict=True))
+        lines.append(f"{key:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def per_attribute_text(study: Path) -> str:
+    """Test r of every method per attribute in a study folder, the human ceiling first (reads its params.yaml for
+    the variants' names; imports the report library, so only this part of `facetraits results` is slow)."""
+    import pandas as pd
+
+    from facetraits.config import load_params
+    from facetraits.report.study import HANDCRAFTED, collect_methods, human_reference
+
+    results = Path(study) / HEADLINE.parent
+    variants = load_params(Path(study) / "params.yaml").variants
+    methods = collect_methods(results, MAIN, {name: name for name in variants})
     table = pd.DataFrame(methods.scores).rename(columns={HANDCRAFTED: HANDCRAFTED_KEY})
-    human = human_reference(read_metrics(Path(results) / "baselines" / "metrics.json"))
+    human = human_reference(read_metrics(results / "baselines" / "metrics.json"))
     if human is not None:
         table.insert(0, HUMAN_CEILING_KEY, human["ceiling"].reindex(table.index))
     table.index.name = "test Pearson r"
-    return f"{text}\n\n{table.to_string(float_format=lambda r: f'{r:.3f}', na_rep='—')}"
+    return table.to_string(float_format=lambda r: f"{r:.3f}", na_rep=MISSING)
+
+
+def results_text(studies: Sequence[Path], per_attribute: bool) -> str:
+    """What `facetraits results` prints: the headline of one study or several side by side; with
+    `per_attribute`, each study's per-attribute table below it (headed by its folder when there are several)."""
+    text = headline_text(studies)
+    for study in studies if per_attribute else ():
+        heading = f"{study}\n" if len(studies) > 1 else ""
+        text += f"\n\n{heading}{per_attribute_text(study)}"
+    return text
 
 
 def offline_template() -> str:
@@ -67,6 +122,10 @@ def write_offline_plots(out: Path, revisions: list[str], targets: list[str]) -> 
     if done.returncode != 0:
         raise DataError(f"dvc plots {command[0]} failed (exit {done.returncode}):\n{done.stderr.strip()}")
     page = Path(out) / "index.html"
+    if not page.is_file():  # DVC exits 0 when it cannot load a plot's files and then writes no page
+        said = (done.stderr.strip() or done.stdout.strip() or "nothing").splitlines()[-1]
+        hint = "run the stages that write the plots: dvc repro"
+        raise DataError(f"dvc plots {command[0]} wrote no {page} ({hint}); DVC said: {said}")
     if REMOTE_SCRIPT.search(page.read_text(encoding="utf-8")):
         raise DataError(f"{page}: a script still loads from the network; the offline template was not applied")
     return page

@@ -6,12 +6,17 @@ change parameters that rerun only the cheap end of the pipeline. `dvc exp show -
 parameters and its headline metrics (results/report.json, git-tracked) as the experiment's commit holds them, and
 every stage run must land in the project's MLflow store (a relative sqlite:///mlflow.db), not in a deleted copy.
 `facetraits plots` must draw every plot of dvc.yaml from a page that loads nothing from the network.
+
+The copy also holds a second study folder that was never run, as a fresh clone holds studies/omi (its dvc.lock and
+committed headline, no outputs): being a DVC project of its own, it must leave every view of the default study
+whole (plots, metrics with short keys, `dvc exp run` and `exp show`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -24,8 +29,10 @@ import yaml
 
 from facetraits.cli import main
 from facetraits.numbers import flat_metrics
+from facetraits.studies import write_study_pipeline
 from facetraits.tracking import TAG_STAGE
 from facetraits.views import VEGA_LITE
+from tests.conftest import REPO
 from tests.dvc_project import copy_project, dvc, update_params
 
 pytestmark = pytest.mark.slow
@@ -55,12 +62,25 @@ def _git(project: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, text=True).stdout
 
 
+def _add_unrun_study(project: Path) -> Path:
+    """studies/demo as a fresh clone has the real-face study: set up by `facetraits study-pipeline`, with a
+    dvc.lock and a committed headline whose outputs are nowhere (studies/omi's files, never run here)."""
+    demo = project / "studies" / "demo"
+    for name in ("params.yaml", "dvc.lock", "results/report.json"):
+        (demo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "studies" / "omi" / name, demo / name)
+    write_study_pipeline(project, demo)
+    return demo
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny study reproduced and committed (dvc.lock and the git-tracked headline), as after `make study`."""
+    """The tiny study reproduced and committed (dvc.lock and the git-tracked headline), as after `make study`,
+    beside a study folder that was never run."""
     root = tmp_path_factory.mktemp("dvc-exp")
     project = copy_project(root / "project", TINY_STUDY, root, scm=True)
     update_params(project, {"tracking": RELATIVE_TRACKING})
+    _add_unrun_study(project)
     _git(project, "config", "user.email", "tests@facetraits.invalid")
     _git(project, "config", "user.name", "facetraits tests")
     _ok(dvc(project, "repro", timeout=1200))
@@ -107,6 +127,7 @@ def test_study_headline_is_committed_and_shown_for_the_baseline(study: Path) -> 
     subprocess.run(["git", "clone", "-q", str(study), str(clone)], check=True)
     shown = json.loads(_ok(dvc(clone, "metrics", "show", "--json")))[""]
     committed = json.loads((study / "results" / "report.json").read_text())
+    assert set(shown["data"]) == {"results/report.json"}, "the default study's headline only, not another study's"
     assert _headline(shown["data"]) == flat_metrics(committed)
     assert set(committed["test_r_mean"]) == {"main", "imagenet_probe", "handcrafted", "human_ceiling"}
 
@@ -123,6 +144,21 @@ def test_exp_run_set_param_records_params_and_the_headline(study: Path) -> None:
     assert after["test_r_mean"]["handcrafted"] != before["test_r_mean"]["handcrafted"]
     assert after["test_r_mean"]["main"] == before["test_r_mean"]["main"], "only baselines and report reran"
     assert _finished_stage_runs(study, started) == ["baselines", "report"]
+    # the README's readable view: one metrics file, so its keys carry no file prefix that --drop '.*/.*' would drop
+    header = _ok(dvc(study, "exp", "show", "--csv", "--only-changed", "--drop", ".*/.*")).splitlines()[0].split(",")
+    assert {"test_r_mean.handcrafted", "baselines.handcrafted.c_grid"} <= set(header), header
+
+
+def test_an_unrun_study_folder_leaves_the_project_plots_and_metrics_whole(study: Path, tmp_path: Path) -> None:
+    """DVC skips a nested DVC project: studies/demo's missing outputs and its headline stay out of the project's
+    views (before, `dvc plots show` failed to load its plots and wrote no page, and every metric key got a prefix)."""
+    assert (study / "studies" / "demo" / ".dvc" / "plots" / "curves.json").read_text() == (
+        REPO / ".dvc" / "plots" / "curves.json"
+    ).read_text()
+    shown = dvc(study, "plots", "show", "-o", str(tmp_path / "page"))
+    assert shown.returncode == 0 and "failed" not in shown.stdout + shown.stderr, shown.stderr
+    assert (tmp_path / "page" / "index.html").is_file()
+    assert _ok(dvc(study, "metrics", "show")).split()[:2] == ["Path", "explain.gradcam.deletion_auc"]
 
 
 def test_queued_experiments_run_in_temporary_copies_and_log_to_the_project_store(study: Path) -> None:
@@ -185,6 +221,15 @@ def test_facetraits_plots_renders_every_declared_chart_with_no_network(study: Pa
     for name in ("train_loss", "val_loss", "val_pearson_mean"):
         files = {row["filename"] for row in specs[name]["data"]["values"]}
         assert files == {"train/history.csv", "variants/imagenet_probe/history.csv"}, "main and variant side by side"
+        svg = vl_convert.vegalite_to_svg(specs[name], vl_version=VEGA_LITE)
+        labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+        assert {"main", "imagenet_probe"} <= set(labels) and not any("history.csv" in label for label in labels)
+        rows = specs[name]["data"]["values"]
+        assert svg.count('aria-roledescription="point"') == len(rows), "a point at every epoch of every model"
+        x_axis = svg[svg.index("X-axis titled") : svg.index("Y-axis titled")]
+        ticks = re.findall(r'role-axis-label".*?</g>', x_axis)[0]
+        epochs = sorted({int(row["epoch"]) for row in rows})
+        assert re.findall(r"<text[^>]*>([^<]*)</text>", ticks) == [str(e) for e in epochs], "ticks at whole epochs"
     by_attribute = specs["val_pearson_by_attribute"]["data"]["values"]
     assert {row["attribute"] for row in by_attribute} == set(TINY_STUDY["data"]["attributes"])
     assert {int(row["epoch"]) for row in by_attribute} == set(range(TINY_STUDY["train"]["max_epochs"]))
