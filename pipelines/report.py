@@ -7,7 +7,6 @@ import sys
 
 from facetraits.report.study import REPORT_OUTPUTS, report_stage
 from facetraits.stage import Stage, StageInputs, run_stage
-from facetraits.tracking import study_runs
 
 STAGE = Stage(
     name="report",
@@ -20,8 +19,7 @@ STAGE = Stage(
 
 
 def call(stage: StageInputs):
-    runs = study_runs(stage.run) if stage.run is not None else []
-    return report_stage(stage.data, stage.params, stage.paths.results, runs)
+    return report_stage(stage.data, stage.params, stage.paths.results, stage.run)
 
 
 def main(argv: list[str] | None = None) -> int:

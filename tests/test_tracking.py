@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import re
 import socket
@@ -13,7 +14,19 @@ from mlflow.tracking import MlflowClient
 
 from facetraits.config import StudyParams, TrackingParams
 from facetraits.errors import ConfigError
-from facetraits.tracking import TAG_GIT_COMMIT, TAG_HOST, TAG_PID, TAG_STAGE, flatten_params, git_commit, stage_run
+from facetraits.tracking import (
+    MODEL_TRAINING,
+    TAG_EXPERIMENT_KIND,
+    TAG_GIT_COMMIT,
+    TAG_HOST,
+    TAG_PID,
+    TAG_STAGE,
+    Study,
+    experiment_page,
+    flatten_params,
+    git_commit,
+    stage_run,
+)
 
 
 def test_flatten_params_uses_dotted_yaml_keys() -> None:
@@ -172,3 +185,41 @@ def test_a_study_is_named_by_the_experiment_params_and_commit(tmp_path: Path, mo
     assert tracking.current_study(params, {"FACETRAITS_STUDY": "slurm-7"}) == tracking.Study("slurm-7", "slurm-7")
     monkeypatch.setattr(tracking, "dvc_launcher", lambda: None)
     assert tracking.current_study(params, {}) is None
+
+
+def test_the_experiment_opens_on_model_training_in_the_ui(tracking: TrackingParams) -> None:
+    """MLflow 3's UI shows an experiment without this tag as a GenAI one (traces, overview pop-ups)."""
+    client = MlflowClient(tracking.uri)
+    with stage_run(tracking, "prepare", {}):
+        pass
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    assert experiment.tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING == "custom_model_development"
+    older = client.create_experiment(f"{tracking.experiment}-older")  # made before the tag existed
+    with stage_run(dataclasses.replace(tracking, experiment=f"{tracking.experiment}-older"), "prepare", {}):
+        pass
+    assert client.get_experiment(older).tags[TAG_EXPERIMENT_KIND] == MODEL_TRAINING
+    assert experiment_page("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
+
+
+def test_the_report_headline_lands_on_the_study_run(tracking: TrackingParams) -> None:
+    client = MlflowClient(tracking.uri)
+    study = Study("host:1:2.00:repro", "repro · test")
+    with stage_run(tracking, "report", {}, study=study) as run:
+        run.log_to_study({"test_r_mean/main": 0.7, "test_r_mean/human_ceiling": None}, {"model.backbone": "vgg16"})
+    with stage_run(tracking, "report", {}, study=study) as again:  # the same study reported twice
+        again.log_to_study({"test_r_mean/main": 0.8}, {"model.backbone": "resnet18", "faces": "40"})
+    parent = client.get_run(run.parent_run_id)
+    assert parent.info.run_id == again.parent_run_id and parent.data.tags["facetraits.role"] == "study"
+    assert parent.data.metrics == {"test_r_mean/main": 0.8}, "a missing value is left out, the latest value shown"
+    assert parent.data.params == {"model.backbone": "vgg16", "faces": "40"}, "params are immutable: the first stays"
+    assert client.get_run(run.run_id).data.metrics == {}, "the stage run keeps its own metrics only"
+
+
+def test_a_stage_run_by_hand_has_no_study_to_report_to(tracking: TrackingParams) -> None:
+    with stage_run(tracking, "report", {}) as run:
+        run.log_to_study({"test_r_mean/main": 0.7}, {"faces": "40"})
+    assert run.parent_run_id is None
+    runs = MlflowClient(tracking.uri).search_runs([run.experiment_id])
+    assert [r.info.run_id for r in runs] == [run.run_id] and runs[0].data.metrics == {} and runs[0].data.params == {}

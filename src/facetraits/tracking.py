@@ -42,6 +42,8 @@ TAG_STUDY = "facetraits.study"
 TAG_ROLE = "facetraits.role"  # "study" on a study's parent run
 TAG_PARENT = "mlflow.parentRunId"
 TAG_DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
+# MLflow 3's UI opens an experiment on its GenAI pages unless this tag says it holds model training
+TAG_EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 STUDY_ENV = "FACETRAITS_STUDY"  # one study id for stages that no single dvc process launches (SLURM, several nodes)
 _BATCH = 100
 
@@ -103,12 +105,22 @@ def _is_local_store(uri: str) -> bool:
 
 
 def experiment_id(client: MlflowClient, params: TrackingParams) -> str:
-    """The experiment's id, created on first use with artifacts beside a local store."""
+    """The experiment's id, created on first use with artifacts beside a local store, and marked as model
+    training (an experiment made before that is marked on its next run) so the UI opens on its runs."""
     experiment = client.get_experiment_by_name(params.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path(params.artifacts).resolve().as_uri() if _is_local_store(params.uri) else None
-    return client.create_experiment(params.experiment, artifact_location=location)
+    if experiment is None:
+        location = Path(params.artifacts).resolve().as_uri() if _is_local_store(params.uri) else None
+        return client.create_experiment(
+            params.experiment, artifact_location=location, tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING}
+        )
+    if TAG_EXPERIMENT_KIND not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+    return experiment.experiment_id
+
+
+def experiment_page(server: str, experiment: str) -> str:
+    """The UI's page of an experiment's runs, in its model-training view whatever the browser last chose."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment}/runs?workflowType=machine_learning"
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,21 @@ class StageRun:
     run_id: str
     experiment_id: str = ""
     study: Study | None = None
+    parent_run_id: str | None = None  # the study's run
+
+    def log_to_study(self, metrics: Mapping[str, float | None], params: Mapping[str, str]) -> None:
+        """The study's headline on its parent run, so the runs list shows each study's numbers beside it; no-op
+        for a stage run by hand. Params are immutable in MLflow: a key the study already has keeps its value."""
+        if self.parent_run_id is None:
+            return
+        logged = self.client.get_run(self.parent_run_id).data.params
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(k, float(v), timestamp, 0) for k, v in metrics.items() if v is not None]
+        fresh = [Param(k, v) for k, v in params.items() if k not in logged]
+        for part in batches(len(entries), _BATCH):
+            self.client.log_batch(self.parent_run_id, metrics=entries[part])
+        for part in batches(len(fresh), _BATCH):
+            self.client.log_batch(self.parent_run_id, params=fresh[part])
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0, model_id: str | None = None) -> None:
         """`model_id` links the values to the logged model they score (the Models tab shows them beside it)."""
@@ -302,7 +329,7 @@ def stage_run(
     if study is not None and parent is not None:
         tags.update({TAG_STUDY: study.key, TAG_PARENT: parent})
     run = client.create_run(experiment, tags=tags, run_name=stage)
-    stage_run_ = StageRun(client, run.info.run_id, experiment, study)
+    stage_run_ = StageRun(client, run.info.run_id, experiment, study, parent)
     try:
         stage_run_.log_params(run_params)
         yield stage_run_

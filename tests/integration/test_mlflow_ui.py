@@ -3,6 +3,8 @@ calls, from an `mlflow server` on loopback over the study's own store."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -40,14 +42,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The tiny study reproduced, then `mlflow server` over its store: the UI's base URL."""
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study reproduced: the folder holding its project and its MLflow store."""
     root = tmp_path_factory.mktemp("ui-study")
     project = copy_project(root / "project", TINY_STUDY, root)
     params = yaml.safe_load((project / "params.yaml").read_text())
     (project / "params.yaml").write_text(yaml.safe_dump({**params, "variants": VARIANTS}, sort_keys=False))
     repro = dvc(project, "repro", timeout=900)
     assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def ui(study: Path) -> Iterator[str]:
+    """`mlflow server` over the study's store: the UI's base URL."""
+    root = study
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -152,3 +161,49 @@ def test_every_method_scores_each_attribute_under_one_key(ui: str) -> None:
     assert len(explain) <= 2 * 8 and all(key.count("/") == 2 for key in explain), "a few charts per method, no flood"
     report = _metrics(runs["report"])
     assert report and all(" " not in key for key in report)
+
+
+def test_the_experiment_opens_on_its_model_training_view(ui: str) -> None:
+    experiment = _api(ui, "experiments/get-by-name", experiment_name="ui-study")["experiment"]
+    tags = {tag["key"]: tag["value"] for tag in experiment["tags"]}
+    assert tags["mlflow.experimentKind"] == "custom_model_development", "else the UI shows GenAI pages"
+
+
+def test_the_study_run_shows_the_headline_and_what_was_studied(ui: str, study: Path) -> None:
+    (parent,) = [run for run in _runs(ui) if _tags(run).get("facetraits.role") == "study"]
+    headline = json.loads((study / "project" / "results" / "report.json").read_text())["test_r_mean"]
+    assert set(headline) == {"main", "fast_lr", "handcrafted", "human_ceiling"}
+    assert _metrics(parent) == pytest.approx({f"test_r_mean/{key}": value for key, value in headline.items()})
+    params = {param["key"]: param["value"] for param in parent["data"]["params"]}
+    assert params["model.backbone"] == "resnet18" and params["data.image_size"] == "32"
+    assert (params["faces"], params["attributes"], params["variants"]) == ("40", "2", "fast_lr")
+    assert params["data.source"] == "synthetic" and params["train.max_epochs"] == "2"
+
+
+def test_each_model_is_named_by_its_method_and_links_its_registered_version(ui: str) -> None:
+    runs = {run["info"]["run_name"]: run for run in _runs(ui)}
+    versions = _api(ui, "model-versions/search", filter="name='ui-study'")["model_versions"]
+    for stage, name in (("train", "main"), ("variant@fast_lr", "fast_lr")):
+        (output,) = runs[stage]["outputs"]["model_outputs"]
+        model = requests.get(f"{ui}/api/2.0/mlflow/logged-models/{output['model_id']}", timeout=30).json()["model"]
+        assert model["info"]["name"] == name
+        (version,) = [v for v in versions if v["run_id"] == runs[stage]["info"]["run_id"]]
+        assert version["source"] == f"models:/{output['model_id']}"
+        tags = {tag["key"]: tag["value"] for tag in model["info"]["tags"]}
+        linked = json.loads(tags["mlflow.modelVersions"])  # what the model's page reads for "Registered versions"
+        assert [(v["name"], str(v["version"])) for v in linked] == [("ui-study", str(version["version"]))]
+
+
+def test_the_report_shows_its_figures_inside_the_artifact_viewer(ui: str) -> None:
+    """The viewer serves report.html alone: every figure must be inside it, and nothing may point elsewhere."""
+    runs = {run["info"]["run_name"]: run for run in _runs(ui)}
+    response = requests.get(
+        f"{ui}/get-artifact", params={"path": "report/report.html", "run_uuid": runs["report"]["info"]["run_id"]},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text[:500]
+    html = response.text
+    sources = re.findall(r'<img src="([^"]*)"', html)
+    assert len(sources) >= 3 and all(src.startswith("data:image/") for src in sources)
+    assert not re.findall(r'(?:src|href)="(?!data:)', html)
+    assert len(response.content) < 5_000_000

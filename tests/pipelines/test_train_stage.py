@@ -70,7 +70,7 @@ def test_mlflow_run_holds_params_tags_epoch_metrics_and_artifacts(trained) -> No
 
 def test_logged_model_matches_the_checkpoint(trained) -> None:
     mlflow.set_tracking_uri(trained["tracking"].uri)
-    uri = f"runs:/{trained['run'].info.run_id}/model"
+    uri = f"runs:/{trained['run'].info.run_id}/main"
     logged = mlflow.pytorch.load_model(uri)
     info = mlflow.models.get_model_info(uri)
     assert info.metadata["attributes"] == ["happy", "dominant", "attractive"]
@@ -85,7 +85,7 @@ def test_the_model_is_a_logged_model_linked_to_its_scores_and_registered_with_th
     client, run, tracking = trained["client"], trained["run"], trained["tracking"]
     (output,) = run.outputs.model_outputs
     model = client.get_logged_model(output.model_id)
-    assert (model.name, model.source_run_id, model.status.to_int()) == ("model", run.info.run_id, 2)  # READY
+    assert (model.name, model.source_run_id, model.status.to_int()) == ("main", run.info.run_id, 2)  # READY
     assert model.params["model.backbone"] == "vgg16_bn"
     linked = {m.key: m.value for m in model.metrics}
     assert linked["test/pearson/happy"] == run.data.metrics["test/pearson/happy"]
@@ -115,7 +115,7 @@ def test_predict_cli_matches_the_forward_pass(trained, tmp_path: Path) -> None:
 
     mlflow.set_tracking_uri(trained["tracking"].uri)
     via_mlflow = tmp_path / "pred_mlflow.csv"
-    uri = f"runs:/{trained['run'].info.run_id}/model"
+    uri = f"runs:/{trained['run'].info.run_id}/main"
     assert cli(["predict", str(folder), "--model", uri, "--out", str(via_mlflow)]) == 0
     np.testing.assert_allclose(pd.read_csv(via_mlflow).iloc[:, 1:].to_numpy(), expected, rtol=1e-4, atol=1e-4)
 

@@ -1,14 +1,17 @@
+import base64
 import io
 import math
 import re
 from html import unescape
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.container import BarContainer
+from PIL import Image
 
 from facetraits.errors import DataError
 from facetraits.report.comparison import MEAN_ROW, comparison_table
@@ -96,7 +99,7 @@ def report(human: pd.DataFrame | None, methods: dict[str, dict[str, float]]) -> 
     comparison = compare_methods(methods, ATTRIBUTES)
     return (
         render_markdown("Face <traits> & report", table, comparison, LINKS, NOTES),
-        render_html("Face <traits> & report", table, comparison, LINKS, NOTES, embedded_images=True),
+        render_html("Face <traits> & report", table, comparison, LINKS, NOTES),
     )
 
 
@@ -175,17 +178,46 @@ def test_p_values_that_round_to_zero_are_shown_as_a_bound() -> None:
     assert [p_value(p) for p in (0.0004, 0.001, 0.0015, 1.0, math.nan)] == ["< 0.001", "0.001", "0.002", "1.000", "—"]
 
 
-def test_html_is_self_contained_and_escapes_names() -> None:
+def results_folder(root: Path) -> Path:
+    """LINKS' bar chart as a real figure, wider than an embedded one: a dark left half, a light right half."""
+    pixels = np.full((400, 2000, 3), 230, dtype=np.uint8)
+    pixels[:, :1000] = (20, 40, 200)
+    (root / "figures").mkdir()
+    Image.fromarray(pixels).save(root / "figures" / "bar chart.png")
+    return root
+
+
+def embedded_images(html: str) -> list[Image.Image]:
+    sources = re.findall(r'<img src="([^"]*)"', html)
+    assert all(src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in sources), sources
+    return [Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) for src in sources]
+
+
+def test_html_is_self_contained_and_escapes_names(tmp_path: Path) -> None:
+    """Opened alone (MLflow's artifact viewer, a mail) it shows every figure and refers to nothing outside."""
     human, methods = sources()
-    _, html = report(human, methods)
+    table, comparison = comparison_table(human, methods, ATTRIBUTES), compare_methods(methods, ATTRIBUTES)
+    html = render_html("Face <traits> & report", table, comparison, LINKS, NOTES, images=results_folder(tmp_path))
     assert not re.search(r"https?://", html)
     assert "<style>" in html and "<link" not in html and "<script" not in html
+    assert not re.findall(r'(?:src|href)="(?!data:)', html), "no reference that would break outside the folder"
     assert "a|b &lt;c&gt; &amp; d" in html and "<c>" not in html
     assert "VGG16 &lt;no aug&gt; &amp; | [test]" in html
     assert "<title>Face &lt;traits&gt; &amp; report</title>" in html
-    assert '<img src="figures/bar%20chart.png" alt="Bar chart">' in html
-    assert '<a href="heatmaps/index.html">Heatmap gallery</a>' in html
+    assert "<figcaption>Bar chart</figcaption>" in html and 'alt="Bar chart"' in html
+    assert "<p>Heatmap gallery: <code>heatmaps/index.html</code> in the results folder</p>" in html
     assert "<li>Test faces: 40 &lt;of 200&gt;</li>" in html
+    (image,) = embedded_images(html)
+    assert image.size == (900, 180), "downscaled to the embedded width, aspect kept"
+    pixels = np.asarray(image.convert("RGB"), dtype=int)
+    assert np.abs(pixels[90, 200] - (20, 40, 200)).max() <= 8 and np.abs(pixels[90, 700] - 230).max() <= 8
+
+
+def test_html_names_a_missing_figure() -> None:
+    human, methods = sources()
+    table, comparison = comparison_table(human, methods, ATTRIBUTES), compare_methods(methods, ATTRIBUTES)
+    with pytest.raises(DataError, match=r"nowhere/figures/bar chart.png: figure not found"):
+        render_html("r", table, comparison, LINKS, NOTES, images=Path("nowhere"))
 
 
 def test_markdown_embeds_images_links_the_rest_and_escapes_markup() -> None:
@@ -200,8 +232,9 @@ def test_markdown_embeds_images_links_the_rest_and_escapes_markup() -> None:
 def test_html_can_link_images_instead_of_embedding_them() -> None:
     human, methods = sources()
     table, comparison = comparison_table(human, methods, ATTRIBUTES), compare_methods(methods, ATTRIBUTES)
-    html = render_html("r", table, comparison, LINKS, NOTES, embedded_images=False)
+    html = render_html("r", table, comparison, LINKS, NOTES)
     assert "<img" not in html and '<a href="figures/bar%20chart.png">Bar chart</a>' in html
+    assert '<a href="heatmaps/index.html">Heatmap gallery</a>' in html
 
 
 @pytest.mark.parametrize("path", ["https://example.org/x.png", "/abs/x.png", "file:x.html"])

@@ -5,6 +5,7 @@ Written through the stage's client, not MLflow's fluent API, so no global tracki
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,12 +13,21 @@ from pathlib import Path
 import torch
 import torchvision
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.tracking import TAG_STUDY, StageRun
+from facetraits.tracking import TAG_STUDY, TAG_VARIANT, StageRun
 
 MODEL_TYPE = "facetraits-ratings"
 TAG_SCORE = "val_pearson_mean"  # on each registered version: what the champion alias is chosen by
+
+
+def model_name(run: StageRun, attribute: str | None = None) -> str:
+    """The method a model belongs to, as the report's headline keys it: `main` or the variant's name (from the
+    run's variant tag), plus `-<attribute>` for a per-attribute model. The Models tab lists models by it, and
+    `runs:/<run_id>/<name>` loads it."""
+    method = run.client.get_run(run.run_id).data.tags.get(TAG_VARIANT, "main")
+    return method if attribute is None else f"{method}-{attribute}"
 
 
 def log_model(run: StageRun, net: FaceTraitsNet, name: str, params: Mapping[str, str] | None = None) -> str:
@@ -81,6 +91,7 @@ def register_model(run: StageRun, model_id: str, name: str, alias: str, score: f
     version = client.create_model_version(
         name, source=f"models:/{model_id}", run_id=run.run_id, tags=tags, description=description, model_id=model_id
     )
+    link_version(run, model_id, name, version.version)
     try:
         current = client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -88,6 +99,16 @@ def register_model(run: StageRun, model_id: str, name: str, alias: str, score: f
     if current is None or current.tags.get(TAG_STUDY, "") != study or _beats(score, current.tags.get(TAG_SCORE, "")):
         client.set_registered_model_alias(name, alias, version.version)
     return version.version
+
+
+def link_version(run: StageRun, model_id: str, name: str, version: str) -> None:
+    """The logged model's page shows its registered versions from this tag, which `mlflow.register_model` and the
+    server's REST handler write but a client on a local store does not."""
+    client = run.client
+    linked = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    if not any((entry.get("name"), str(entry.get("version"))) == (name, str(version)) for entry in linked):
+        linked.append({"name": name, "version": str(version)})
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
 
 
 def _beats(score: float | None, current: str) -> bool:

@@ -8,6 +8,7 @@ the backbone: an experiment that swaps backbones must land in the same column.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,16 @@ from facetraits.numbers import json_number
 
 MAIN, HANDCRAFTED_KEY, HUMAN_CEILING_KEY = "main", "handcrafted", "human_ceiling"
 EXPLAIN_SCORES = ("deletion_auc", "insertion_auc", "randomization_passed", "mass_accuracy")
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A stage's JSON metrics file; kept light (no torch, no plotting) so `facetraits results` starts fast."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: metrics file not found; run the stage that writes it first (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
 def _explain_headline(scores: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -56,21 +67,3 @@ def headline(
         "explain": _explain_headline(explain_scores),
         "manifold": _manifold_headline(manifold_metrics),
     }
-
-
-def headline_table(report: Mapping[str, Any], path: Path) -> str:
-    """The headline as aligned text, one number a line: what `facetraits results` prints."""
-    if "test_r_mean" not in report:
-        raise DataError(f"{path}: no test_r_mean section: not a report headline (rerun the report stage: dvc repro)")
-    rows: list[tuple[str, Any]] = []
-
-    def walk(node: Mapping[str, Any], prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, Mapping):
-                walk(value, f"{prefix}{key}.")
-            else:
-                rows.append((f"{prefix}{key}", value))
-
-    walk({"test_r_mean": report["test_r_mean"], **report}, "")  # the methods first; JSON keeps keys sorted
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {'—' if value is None else f'{value:.3f}'}" for name, value in rows)

@@ -5,12 +5,14 @@ Both writers walk the same sections, so the two files cannot disagree on a numbe
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
 import matplotlib
@@ -20,6 +22,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from PIL import Image, UnidentifiedImageError
 
 from facetraits.errors import DataError
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW
@@ -28,6 +31,7 @@ from facetraits.report.statistics import MIN_ATTRIBUTES, HypothesisTest, MethodC
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"})
 MISSING = "—"
 DECIMALS = 3
+EMBEDDED_WIDTH = 900  # px: an embedded figure is downscaled to this width, so 30-50 figures stay a few MB
 
 
 @dataclass(frozen=True)
@@ -245,19 +249,47 @@ img { max-width: 100%; }
 """
 
 
-def html_block(block: Block, embedded_images: bool) -> str:
+def data_uri(path: Path, max_width: int = EMBEDDED_WIDTH) -> str:
+    """The image as a `data:` URI, downscaled to `max_width`: the HTML then shows it where no relative path
+    resolves (MLflow's artifact viewer, a mail). PNG for figures of flat colour, JPEG when that is smaller
+    (photographs, heatmaps); an SVG as it is."""
+    try:
+        if path.suffix.lower() == ".svg":
+            return f"data:image/svg+xml;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: figure not found; rerun the stage that draws it (dvc repro)") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.Resampling.LANCZOS)
+    encoded = {}
+    for kind, options in (("png", {"optimize": True}), ("jpeg", {"quality": 85})):
+        buffer = io.BytesIO()
+        image.save(buffer, format=kind, **options)
+        encoded[kind] = buffer.getvalue()
+    kind = min(encoded, key=lambda k: len(encoded[k]))
+    return f"data:image/{kind};base64,{base64.b64encode(encoded[kind]).decode('ascii')}"
+
+
+def html_block(block: Block, images: Path | None) -> str:
+    """`images`: the folder the links are relative to, whose images are embedded; None links every file."""
     escape = html.escape
     if isinstance(block, str):
         return f"<p>{escape(block)}</p>"
     if isinstance(block, BulletList):
         return "<ul>\n" + "\n".join(f"<li>{escape(item)}</li>" for item in block.items) + "\n</ul>"
     if isinstance(block, Link):
-        if block.is_image and embedded_images:
+        if images is None:
+            return f'<p><a href="{escape(block.url)}">{escape(block.title)}</a></p>'
+        if block.is_image:
             return (
-                f'<figure><img src="{escape(block.url)}" alt="{escape(block.title)}">'
+                f'<figure><img src="{data_uri(images / block.path)}" alt="{escape(block.title)}">'
                 f"<figcaption>{escape(block.title)}</figcaption></figure>"
             )
-        return f'<p><a href="{escape(block.url)}">{escape(block.title)}</a></p>'
+        # a link to another file would be dead wherever the report travels alone: name the file instead
+        return f"<p>{escape(block.title)}: <code>{escape(block.path)}</code> in the results folder</p>"
 
     def cell(tag: str, text: str, align: str, bold: bool, scope: str = "") -> str:
         content = f"<strong>{escape(text)}</strong>" if bold and text else escape(text)
@@ -280,12 +312,14 @@ def render_html(
     comparison: MethodComparison,
     links: Sequence[tuple[str, str]],
     notes: Sequence[str],
-    embedded_images: bool = True,
+    images: Path | None = None,
 ) -> str:
-    """One file with inline CSS and only relative references: it opens from the results folder with no network."""
+    """One file with inline CSS. With `images` (the folder the links are relative to) it is self-contained: its
+    figures are embedded, so it shows them with no network and outside the results folder (MLflow's artifact
+    viewer); without, it links them."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for section in report_sections(table, comparison, links, notes):
-        blocks = "\n".join(html_block(block, embedded_images) for block in section.blocks)
+        blocks = "\n".join(html_block(block, images) for block in section.blocks)
         body.append(f"<section>\n<h2>{html.escape(section.heading)}</h2>\n{blocks}\n</section>")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'

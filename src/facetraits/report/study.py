@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,23 +17,14 @@ from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
 from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
-from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, headline
+from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, headline, read_metrics
 from facetraits.report.render import bar_chart, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 from facetraits.stage_result import StageResult
-from facetraits.tracking import metric_key
+from facetraits.tracking import StageRun, experiment_page, flatten_params, metric_key, study_runs
 
 REPORT_OUTPUTS = ("report.md", "report.html", "report.json", "report_figures")  # under results/, as in dvc.yaml
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
-
-
-def read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: metrics file not found; run the stage that writes it first (dvc repro)") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
 def pearson_scores(metrics: Mapping[str, Any], path: Path, section: tuple[str, ...] = ("test",)) -> dict[str, float]:
@@ -110,7 +100,7 @@ def write_report(
     written = [chart]
     for name, text in (
         ("report.md", render_markdown(title, report.table, report.comparison, links, notes)),
-        ("report.html", render_html(title, report.table, report.comparison, links, notes)),
+        ("report.html", render_html(title, report.table, report.comparison, links, notes, images=results_dir)),
     ):
         atomic_write_text(results_dir / name, text)
         written.append(results_dir / name)
@@ -160,19 +150,42 @@ def report_notes(
 
 
 def report_links(results: Path, explain_scores: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Paths relative to results/, where report.md and report.html live."""
+    """Paths relative to results/, where report.md and report.html live; each gallery is a figure, so the
+    HTML embeds it and shows it wherever it is opened."""
     links = [("Mean attribution maps", "explain/mean_heatmaps.png")]
-    links += [(f"Heatmap galleries: {a}", f"explain/{a}/") for a in explain_scores["attributes"]]
+    for attribute in explain_scores["attributes"]:
+        galleries = sorted((results / "explain" / attribute).glob("*/gallery.png"))
+        links += [
+            (f"Heatmap gallery: {attribute}, {p.parent.name.replace('_', ' ')}", str(p.relative_to(results)))
+            for p in galleries
+        ]
     manifold = sorted((results / "manifold").rglob("*.png")) + sorted((results / "manifold").rglob("*.html"))
     links += [(f"Manifold: {p.stem.replace('_', ' ')}", str(p.relative_to(results))) for p in manifold]
     return links
 
 
-def report_stage(
-    data: PreparedData, params: StudyParams, results: Path, runs: Sequence[tuple[str, str]] = ()
-) -> StageResult:
+def study_headline_params(params: StudyParams, data: PreparedData) -> dict[str, str]:
+    """What a study is, in a few params for its parent run (the runs list's columns), with params.yaml's names."""
+    knobs = flatten_params({"data": params.data, "model": params.model, "train": params.train})
+    chosen = ("data.source", "data.image_size", "model.backbone", "model.weights", "train.protocol",
+              "train.max_epochs", "train.lr")  # fmt: skip
+    return {
+        **{key: knobs[key] for key in chosen},
+        "faces": str(len(data.faces)),
+        "attributes": str(len(data.attributes)),
+        "variants": ", ".join(params.variants) or "none",
+    }
+
+
+def study_headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """report.json's mean test r of each method and the human ceiling, under its keys (`test_r_mean/main`)."""
+    return {f"test_r_mean/{key}": value for key, value in metrics["test_r_mean"].items()}
+
+
+def report_stage(data: PreparedData, params: StudyParams, results: Path, run: StageRun | None = None) -> StageResult:
     """The report stage: every method's test scores from the other stages' metrics files, compared and written;
-    `runs` (name, MLflow run id) are the study's runs the report links to."""
+    the report names the study's MLflow runs, and the study's parent run gets its headline."""
+    runs = study_runs(run) if run is not None else []
     variant_labels = {
         name: f"{BACKBONE_LABELS[variant_params(params, name).model.backbone]}, {name}" for name in params.variants
     }
@@ -184,12 +197,15 @@ def report_stage(
     refits = {label: params.train.refits_on_val for label in (BACKBONE_LABELS[params.model.backbone], HANDCRAFTED)}
     refits |= {label: variant_params(params, name).train.refits_on_val for name, label in variant_labels.items()}
     refitted = [label for label, refit in refits.items() if refit]
-    notes = [*report_notes(data, baselines, explain_scores, refitted), *mlflow_runs_note(params.tracking, runs)]
+    where = mlflow_runs_note(params.tracking, run.experiment_id if run is not None else "", runs)
+    notes = [*report_notes(data, baselines, explain_scores, refitted), *where]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
     metrics = report_metrics(report, keys, explain_scores, manifold)
     links = report_links(results, explain_scores)
     written = write_report(report, params.report.title, links, notes, metrics, results)
+    if run is not None:
+        run.log_to_study(study_headline_metrics(metrics), study_headline_params(params, data))
     means = report.table.loc[MEAN_ROW, list(report.methods)]
     artifacts = [(path, "report" if path.parent == results else "report/figures") for path in written]
     anova = report.comparison.anova
@@ -200,10 +216,14 @@ def report_stage(
     return StageResult(summary, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts)
 
 
-def mlflow_runs_note(tracking: TrackingParams, runs: Sequence[tuple[str, str]]) -> list[str]:
+def mlflow_runs_note(tracking: TrackingParams, experiment: str, runs: Sequence[tuple[str, str]]) -> list[str]:
     """Where this study's runs are in MLflow: the report names them, so a reader can open each one."""
     if not runs:
         return []
-    where = tracking.uri if tracking.uri.startswith("http") else f"`mlflow ui --backend-store-uri {tracking.uri}`"
+    if tracking.uri.startswith("http"):
+        where = experiment_page(tracking.uri, experiment)
+    else:
+        local = experiment_page("http://127.0.0.1:5000", experiment)
+        where = f"`mlflow ui --backend-store-uri {tracking.uri}`, then {local}"
     listed = "; ".join(f"{name}: {run_id}" for name, run_id in runs)
     return [f"MLflow runs of this study (experiment {tracking.experiment}, open with {where}): {listed}."]
