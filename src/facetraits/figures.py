@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from facetraits.files import atomic_path
 
@@ -23,20 +24,25 @@ def save_figure(figure: Figure, path: Path, dpi: int = 110) -> Path:
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:
-    """Losses and mean val Pearson per epoch, side by side."""
+    """Losses and mean val Pearson per epoch, side by side; ticks at whole epochs, and every curve a marker per
+    epoch, so a one-epoch history (a probe) shows as named points."""
     figure = Figure(figsize=(9, 3.5), layout="constrained")
     losses, pearson = figure.subplots(1, 2)
     for column in ("train_loss", "val_loss"):
         if history[column].notna().any():
             losses.plot(history["epoch"], history[column], marker="o", label=column.replace("_", " "))
     losses.set(xlabel="epoch", ylabel="loss (standardized units)", title="Loss")
-    losses.legend()
-    pearson.plot(history["epoch"], history["val_pearson_mean"], marker="o", color="tab:green")
-    pearson.set(xlabel="epoch", ylabel="mean Pearson r", title="Validation mean Pearson r")
     if history["val_pearson_mean"].isna().all():
         pearson.text(0.5, 0.5, "none: the val faces were fitted\n(train.fit_on: train+val)", ha="center", va="center",
                      transform=pearson.transAxes)  # fmt: skip
         pearson.set(xticks=[], yticks=[])
+    else:
+        pearson.plot(history["epoch"], history["val_pearson_mean"], marker="o", color="tab:green", label="val mean r")
+    pearson.set(xlabel="epoch", ylabel="mean Pearson r", title="Validation mean Pearson r")
+    for axes in (losses, pearson):
+        if axes.lines:
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick
+            axes.legend()
     return figure
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +48,16 @@ def test_vgg_relus_are_out_of_place_so_guided_backprop_hooks_work() -> None:
     again = build_method("guided_gradcam", net, ExplainParams()).maps(images, 0)
     assert torch.equal(first, again), "hooks are removed after each call"
     assert not any(m._backward_hooks or m._forward_hooks for m in net.modules())
+
+
+def test_guided_backprop_does_not_warn_about_its_own_hooks_and_leaves_the_filters_as_they_were() -> None:
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()  # pyproject's filterwarnings hides this one from every other test
+        filters = list(warnings.filters)
+        build_method("guided_gradcam", vgg_net("vgg16"), ExplainParams()).maps(images, 0)
+        assert warnings.filters == filters
+    assert not [w for w in shown if "backward hooks" in str(w.message)]
 
 
 @pytest.mark.parametrize("block", [3, 5])

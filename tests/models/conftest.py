@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
     out = tmp_path_factory.mktemp("tiny") / "prepared"
     prepare_dataset(tiny_params().data, out, progress=False)
     return load_prepared(out)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` by its relative path: what dvc.lock hashes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}

@@ -13,7 +13,7 @@ from facetraits.models.face_module import load_module
 from facetraits.models.probe import fit_ridge_probe, refit_ridge_probe
 from facetraits.models.inference import backbone_features
 from facetraits.models.training import train_study
-from tests.models.conftest import tiny_params
+from tests.models.conftest import folder_bytes, tiny_params
 
 ALPHAS = [0.1, 10.0, 1000.0]
 
@@ -117,3 +117,14 @@ def test_probe_fitted_on_train_and_val_refits_the_val_chosen_penalties_and_repor
     chosen = fit_ridge_probe(features[train_rows], z[train_rows], features[val_rows], z[val_rows], ALPHAS)
     expected = refit_ridge_probe(chosen, features[both], z[both])
     np.testing.assert_allclose(net.heads.linear.weight.detach().numpy(), expected.weight, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_same_probe_in_two_folders_writes_the_same_bytes(tiny_data, tmp_path) -> None:
+    params = tiny_params(model={"backbone": "mobilenet_v2"}, train={"protocol": "probe", "ridge_alphas": ALPHAS})
+    first, second = tmp_path / "a" / "models", tmp_path / "elsewhere" / "models"
+    for folder in (first, second):
+        train_study(tiny_data, params.model, params.train, folder)
+    written = folder_bytes(first)
+    assert set(written) == {"best.ckpt", "probe.json"} and written == folder_bytes(second)
+    assert not any("seconds" in key for key in json.loads(written["probe.json"]))  # timings go to MLflow only

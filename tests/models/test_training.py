@@ -1,16 +1,22 @@
 import json
+import logging.handlers
+import warnings
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_module
 
 from facetraits.config import TrainParams, merge_overrides
 from facetraits.data.prepared import PreparedData
 from facetraits.models.face_module import load_module
-from facetraits.models.training import STATE_FILE, Runtime, build_datamodule, build_trainer, fit_attributes, train_study
-from tests.models.conftest import tiny_params
+from facetraits.models.training import (
+    STATE_FILE, FolderCheckpoint, Runtime, build_datamodule, build_trainer, fit_attributes, quiet_lightning, train_study,
+)  # fmt: skip
+from tests.models.conftest import folder_bytes, tiny_params
 
 
 class _Interrupt(Exception):
@@ -88,6 +94,56 @@ def test_per_attribute_protocol_trains_one_model_each(tiny_data, tmp_path) -> No
     assert (tmp_path / "happy" / "best.ckpt").is_file() and (tmp_path / "dominant" / "best.ckpt").is_file()
     assert set(fits[0].test) >= {"test/pearson/happy", "test/mae/happy"}
     assert not any("dominant" in key for key in fits[0].test)
+
+
+@pytest.mark.parametrize("protocol", ["shared", "per_attribute"])
+def test_the_same_training_in_two_folders_writes_the_same_bytes(tiny_data, tmp_path, protocol) -> None:
+    params = tiny_params(train={"protocol": protocol, "precision": "32-true", "attribute_workers": 1})
+    subset = type(tiny_data)(tiny_data.root, tiny_data.images, tiny_data.faces, {**tiny_data.meta, "attributes": ["happy", "dominant"]})
+    first, second = tmp_path / "a" / "models", tmp_path / "elsewhere" / "models"
+    for folder in (first, second):
+        train_study(subset, params.model, params.train, folder)
+    written = folder_bytes(first)
+    assert any(name.endswith("last.ckpt") for name in written) and any(name.endswith("best.ckpt") for name in written)
+    assert written.keys() == folder_bytes(second).keys()
+    for name, content in folder_bytes(second).items():
+        assert content == written[name], name
+
+
+def test_checkpoint_state_names_files_within_its_folder_and_resumes_in_another(tmp_path) -> None:
+    saved = FolderCheckpoint(dirpath=tmp_path / "a", filename="best", monitor="val/pearson_mean", mode="max")
+    saved.best_model_path = saved.kth_best_model_path = str(tmp_path / "a" / "best.ckpt")
+    saved.best_model_score = saved.kth_value = torch.tensor(0.5)
+    saved.best_k_models = {saved.best_model_path: torch.tensor(0.5)}
+    state = saved.state_dict()
+    assert state["dirpath"] == "." and state["best_model_path"] == "best.ckpt" and set(state["best_k_models"]) == {"best.ckpt"}
+    assert state["last_model_path"] == ""
+    assert saved.state_key == ModelCheckpoint(monitor="val/pearson_mean", mode="max").state_key  # older checkpoints resume
+    moved = FolderCheckpoint(dirpath=tmp_path / "b", filename="best", monitor="val/pearson_mean", mode="max")
+    moved.load_state_dict(state)
+    assert moved.best_model_path == str(tmp_path / "b" / "best.ckpt") and float(moved.best_model_score) == 0.5
+    assert set(moved.best_k_models) == {str(tmp_path / "b" / "best.ckpt")}
+
+
+def test_a_quiet_fit_drops_lightning_tips_and_expected_warnings_and_shows_the_rest() -> None:
+    lines = logging.handlers.BufferingHandler(capacity=100)
+    rank_zero_module.log.addHandler(lines)
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            with quiet_lightning():
+                warnings.warn("Checkpoint directory /x/models exists and is not empty.", UserWarning)
+                warnings.warn("Found 38 module(s) in eval mode at the start of training. This may", UserWarning)
+                warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(...)`", FutureWarning)
+                warnings.warn("a metric is NaN", UserWarning)
+                rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+                rank_zero_info("GPU available: False, used: False")
+            warnings.warn("Checkpoint directory /x/models exists and is not empty.", UserWarning)  # outside: shown
+            rank_zero_info("💡 Tip: outside a fit")
+    finally:
+        rank_zero_module.log.removeHandler(lines)
+    assert [str(w.message) for w in shown] == ["a metric is NaN", "Checkpoint directory /x/models exists and is not empty."]
+    assert [record.getMessage() for record in lines.buffer] == ["GPU available: False, used: False", "💡 Tip: outside a fit"]
 
 
 def _test_metrics(data: PreparedData, checkpoint: Path, train: TrainParams) -> dict[str, float]:

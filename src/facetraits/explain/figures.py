@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -9,6 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 _COLOURMAP = matplotlib.colormaps["jet"]
+_TITLE_POINTS = 9
+_TITLE_CHARACTER_INCHES = 0.62 * _TITLE_POINTS / 72  # wider than DejaVu Sans's average character: wraps early, not late
 
 
 def normalized(heatmap: np.ndarray) -> np.ndarray:
@@ -29,12 +32,17 @@ def heatmap_gallery(
     """One row per role (highest / lowest / random prediction), faces with their heatmaps laid over."""
     order = list(dict.fromkeys(roles))
     columns = max(list(roles).count(role) for role in order)
-    width, height = 1.3 * columns + 0.8, 1.45 * len(order) + 0.4
+    width = 1.3 * columns + 0.8
+    # a narrow gallery (two faces a row) is narrower than its title: the title wraps to lines that fit the figure
+    title = textwrap.fill(title, width=int((width - 0.2) / _TITLE_CHARACTER_INCHES), break_long_words=False)
+    title_inches = 1.4 * _TITLE_POINTS / 72 * (title.count("\n") + 1)
+    height = 1.45 * len(order) + 0.2 + title_inches
     figure = Figure(figsize=(width, height))
     # Fixed margins in inches: a constrained layout measured every caption and took half of each figure's time.
     figure.subplots_adjust(
-        left=0.45 / width, right=1 - 0.1 / width, bottom=0.05 / height, top=1 - 0.5 / height, wspace=0.12, hspace=0.3
-    )
+        left=0.45 / width, right=1 - 0.1 / width, bottom=0.05 / height, top=1 - (0.3 + title_inches) / height,
+        wspace=0.12, hspace=0.3,
+    )  # fmt: skip
     axes = np.atleast_2d(figure.subplots(len(order), columns, squeeze=False))
     for ax in axes.flat:
         ax.set_axis_off()
@@ -45,7 +53,7 @@ def heatmap_gallery(
             ax.imshow(overlay(faces[k], heatmaps[k]))
             ax.set_title(captions[k], fontsize=7)
         axes[row, 0].text(-0.08, 0.5, role, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center")
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(title, fontsize=_TITLE_POINTS, y=1 - 0.08 / height, va="top")
     return figure
 
 

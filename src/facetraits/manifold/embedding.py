@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +24,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import pairwise_distances
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from facetraits.errors import ConfigError, DataError
 
@@ -150,7 +151,9 @@ class MapJob:
     pca_first: int
 
 
-def embed_each(sources: Mapping[str, np.ndarray], jobs: Sequence[MapJob]) -> list[tuple[np.ndarray, float]]:
+def embed_each(
+    sources: Mapping[str, np.ndarray], jobs: Sequence[MapJob], progress: tqdm | None = None
+) -> list[tuple[np.ndarray, float]]:
     """Coordinates and seconds of each job, one after the other."""
     done = []
     for job in jobs:
@@ -158,6 +161,8 @@ def embed_each(sources: Mapping[str, np.ndarray], jobs: Sequence[MapJob]) -> lis
         values = sources[job.source]
         coords = embed(values, job.method, job.dims, job.seed, job.perplexity, job.n_neighbors, job.pca_first)
         done.append((coords, time.perf_counter() - start))
+        if progress is not None:
+            progress.update()
     return done
 
 
@@ -174,7 +179,7 @@ def _tasks(jobs: Sequence[MapJob]) -> list[list[int]]:
 
 
 def embed_maps(
-    sources: Mapping[str, np.ndarray], jobs: Sequence[MapJob], workers: int
+    sources: Mapping[str, np.ndarray], jobs: Sequence[MapJob], workers: int, show_progress: bool = True
 ) -> list[tuple[np.ndarray, float]]:
     """Coordinates and seconds of every job, in `jobs` order, in up to `workers` processes (0: every core).
 
@@ -183,17 +188,19 @@ def embed_maps(
     """
     tasks = _tasks(jobs)
     workers = min(workers or len(os.sched_getaffinity(0)), len(tasks))
-    if workers <= 1:
-        return embed_each(sources, jobs)
-    done: dict[int, tuple[np.ndarray, float]] = {}
-    # spawn: the parent has started torch's and OpenMP's threads, which a forked child would inherit half-alive
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        submitted = []
-        for task in tasks:
-            needed = {jobs[i].source: sources[jobs[i].source] for i in task}
-            submitted.append((task, pool.submit(embed_each, needed, [jobs[i] for i in task])))
-        for task, future in submitted:
-            done.update(zip(task, future.result(), strict=True))
+    with tqdm(total=len(jobs), desc="manifold maps", unit="map", disable=not show_progress) as progress:
+        if workers <= 1:
+            return embed_each(sources, jobs, progress)
+        done: dict[int, tuple[np.ndarray, float]] = {}
+        # spawn: the parent has started torch's and OpenMP's threads, which a forked child would inherit half-alive
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            submitted = {}
+            for task in tasks:
+                needed = {jobs[i].source: sources[jobs[i].source] for i in task}
+                submitted[pool.submit(embed_each, needed, [jobs[i] for i in task])] = task
+            for future in as_completed(submitted):
+                done.update(zip(submitted[future], future.result(), strict=True))
+                progress.update(len(submitted[future]))
     return [done[i] for i in range(len(jobs))]
 
 

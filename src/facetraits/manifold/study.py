@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from facetraits.config import ManifoldParams
 from facetraits.data.prepared import PreparedData
@@ -125,6 +126,7 @@ class ManifoldStudy:
 @dataclass(frozen=True)
 class ManifoldOutputs:
     metrics: dict[str, Any]
+    seconds: dict[str, float]  # timings go to MLflow and the console, never to the DVC-tracked metrics.json
     flat_metrics: dict[str, float]
 
 
@@ -224,9 +226,10 @@ def manifold_study(
     embedded = embed_maps(sources, jobs, params.workers)
     seconds = {"model": model.seconds, "embed": time.perf_counter() - start}
     start = time.perf_counter()
+    scoring = tqdm(zip(jobs, embedded, strict=True), total=len(jobs), desc="manifold scores", unit="map")
     maps = [
         _scored_map(sources[job.source], coords, test, job.source, job.method, scored_human, scored_labels, params, s)
-        for job, (coords, s) in zip(jobs, embedded, strict=True)
+        for job, (coords, s) in scoring
     ]
     seconds["scores"] = time.perf_counter() - start
     return ManifoldStudy(
@@ -288,8 +291,9 @@ def _scored_map(
     )
 
 
-def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, Any]:
-    """Numbers for `dvc metrics show`, nested source / method / "2d"; null where a score is undefined."""
+def metrics_summary(study: ManifoldStudy) -> dict[str, Any]:
+    """Numbers for `dvc metrics show`, nested source / method / "2d"; null where a score is undefined. No timings:
+    identical runs write identical bytes, so dvc.lock does not change when nothing did."""
     maps: dict[str, Any] = {}
     for face_map in study.maps:
         silhouettes = face_map.silhouette.set_index("label")["silhouette"]
@@ -299,7 +303,6 @@ def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, An
             "knn_r": {str(name): json_number(r) for name, r in face_map.knn_r.items()},
             "silhouette_mean": json_number(face_map.silhouette_mean),
             "silhouette": {str(label): json_number(score) for label, score in silhouettes.items()},
-            "seconds": json_number(face_map.seconds),
         }
     return {
         "faces": len(study.ids),
@@ -310,7 +313,6 @@ def metrics_summary(study: ManifoldStudy, figure_seconds: float) -> dict[str, An
         "features_from": study.features_from,
         "agreement": None if study.agreement is None else {k: json_number(v) for k, v in study.agreement.items()},
         "maps": maps,
-        "seconds": {part: json_number(value) for part, value in {**study.seconds, "figures": figure_seconds}.items()},
     }
 
 
@@ -331,20 +333,24 @@ def write_manifold_outputs(study: ManifoldStudy, out_dir: Path) -> ManifoldOutpu
             index=False,
             float_format="%.6g",
         )
-        metrics = metrics_summary(study, figure_seconds)
+        metrics = metrics_summary(study)
         atomic_write_json(folder / METRICS_FILE, metrics)
-    return ManifoldOutputs(metrics, flat_metrics(run_metrics(metrics), "manifold"))
+    seconds = {**study.seconds, "figures": figure_seconds}
+    return ManifoldOutputs(metrics, seconds, flat_metrics(run_metrics(metrics, study.maps, seconds), "manifold"))
 
 
-def run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What MLflow charts: each map's summary scores; per-attribute and per-label values stay in metrics.json."""
-    per_map = ("trustworthiness", "knn_r_mean", "silhouette_mean", "seconds")
-    maps = {
+def run_metrics(metrics: dict[str, Any], maps: Sequence[FaceMap], seconds: dict[str, float]) -> dict[str, Any]:
+    """What MLflow charts: each map's summary scores and seconds, the stage's timings; per-attribute and
+    per-label values stay in metrics.json."""
+    per_map = ("trustworthiness", "knn_r_mean", "silhouette_mean")
+    charted = {
         source: {method: {dims: {k: scores[k] for k in per_map} for dims, scores in by_dims.items()}
                  for method, by_dims in methods.items()}
         for source, methods in metrics["maps"].items()
     }  # fmt: skip
-    return {**metrics, "maps": maps}
+    for face_map in maps:
+        charted[face_map.source][face_map.method][f"{face_map.dims}d"]["seconds"] = json_number(face_map.seconds)
+    return {**metrics, "maps": charted, "seconds": {part: json_number(value) for part, value in seconds.items()}}
 
 
 def _write_map_figures(study: ManifoldStudy, folder: Path) -> None:
@@ -432,7 +438,7 @@ def manifold_stage(
     best = best_model_map(study.maps)
     shared = "" if len(checkpoints) == 1 else f" (the first of {len(checkpoints)} per-attribute models)"
     agreement = "" if study.agreement is None else f"; human vs model correlations r {study.agreement['pearson']:.2f}"
-    seconds = sum(value for value in outputs.metrics["seconds"].values() if value is not None)
+    seconds = sum(outputs.seconds.values())
     summary = (
         f"manifold: {len(study.maps)} maps of {len(study.ids)} faces, features from {study.features_from}{shared}; "
         f"scored on {len(study.scored_rows)} {SCORED_SPLIT} faces: best mean kNN r {best.knn_r_mean:.2f} "

@@ -19,7 +19,7 @@ from facetraits.config import ModelParams, TrackingParams, TrainParams
 from facetraits.models.face_module import MONITOR
 from facetraits.models.inference import load_net, predict_images, resolve_precision
 from facetraits.models.metrics import METRIC_NAMES, rounded_scores, shown_score
-from facetraits.models.registry import log_model, register_model
+from facetraits.models.registry import log_model, model_name, register_model
 from facetraits.models.training import FitResult, train_study
 from facetraits.numbers import flat_metrics
 from facetraits.spreadsheet import write_csv
@@ -149,10 +149,8 @@ def train_stage(
         return None
     outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train))
     params = run.client.get_run(run.run_id).data.params
-    model_ids = [
-        log_model(run, load_net(fit.best_checkpoint), "model" if len(fits) == 1 else f"model-{fit.attributes[0]}", params)
-        for fit in fits
-    ]
+    names = [model_name(run, None if len(fits) == 1 else fit.attributes[0]) for fit in fits]
+    model_ids = [log_model(run, load_net(fit.best_checkpoint), name, params) for fit, name in zip(fits, names)]
     val_mean, test_mean = outputs.summary.get("val", {}).get("pearson_mean"), outputs.summary["test"]["pearson_mean"]
     # a model fitted on train+val has no val score: it is registered, but never ranked against one that has
     val_text = "fitted on train+val: no val score" if val_mean is None else f"val mean Pearson r {shown_score(val_mean)}"

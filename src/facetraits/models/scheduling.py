@@ -171,7 +171,6 @@ def _record_json(record: AttributeFit, signature: str) -> dict[str, Any]:
         "history_columns": list(fit.history.columns),
         "test": fit.test,
         "resumed_from_epoch": fit.resumed_from_epoch,
-        "seconds": fit.seconds,
         "logged": [[step, metrics] for step, metrics in record.logged],
     }
 
@@ -185,7 +184,6 @@ def _read_record(attribute_dir: Path) -> AttributeFit:
         history=history,
         test=content["test"],
         resumed_from_epoch=content["resumed_from_epoch"],
-        seconds=content["seconds"],
     )
     return AttributeFit(fit=fit, logged=[(step, metrics) for step, metrics in content["logged"]])
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.rank_zero import rank_zero_module
 
 from facetraits.config import ModelParams, TrainParams
 from facetraits.data.face_datamodule import FaceDataModule
@@ -32,6 +37,34 @@ from facetraits.models.probe import fit_ridge_probe, refit_ridge_probe
 STATE_FILE = "train_state.json"
 BEST = "best"
 LAST = "last"
+
+# What Lightning says on every fit about states this project chooses, by the start of the message: its models folder
+# holds train_state.json, the frozen blocks stay in eval mode (Backbone.train), and its own tree code's use of a
+# name torch deprecated.
+EXPECTED_WARNINGS = (
+    r"Checkpoint directory .* exists and is not empty",
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+TIP_PREFIX = "💡 Tip:"  # Lightning's advertisements for its cloud services, logged as information
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(TIP_PREFIX)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within a fit, Lightning's tips and EXPECTED_WARNINGS are not shown; every other warning and line still is."""
+    log = rank_zero_module.log  # the logger Lightning's rank-zero messages go to
+    log.addFilter(_not_a_tip)
+    try:
+        with warnings.catch_warnings():
+            for message in EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        log.removeFilter(_not_a_tip)
 
 
 @dataclass(frozen=True)
@@ -72,6 +105,33 @@ class EpochHistory(Callback):
         self.rows = list(state_dict["rows"])
 
 
+class FolderCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose saved state names its files relative to its folder: the same training writes the
+    same checkpoint bytes wherever its folder is (dvc.lock's hash of `models` is stable, DVC experiments run in
+    other folders), and a moved folder still resumes with its best score."""
+
+    _PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key, so checkpoints written before this class resume with their state
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._with_paths(super().state_dict(), lambda path: os.path.relpath(path, self.dirpath), os.curdir)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("dirpath") == os.curdir:
+            state_dict = self._with_paths(state_dict, lambda path: os.path.join(self.dirpath, path), self.dirpath)
+        super().load_state_dict(state_dict)
+
+    def _with_paths(self, state: dict[str, Any], convert: Callable[[str], str], dirpath: str) -> dict[str, Any]:
+        """`state` with every file path converted (empty ones stay empty) and `dirpath` as its folder."""
+        paths = {key: convert(state[key]) if state.get(key) else state.get(key) for key in self._PATHS}
+        best_k_models = {convert(path): score for path, score in state.get("best_k_models", {}).items()}
+        return {**state, **paths, "best_k_models": best_k_models, "dirpath": dirpath}
+
+
 @dataclass(frozen=True)
 class FitResult:
     attributes: tuple[str, ...]
@@ -79,7 +139,6 @@ class FitResult:
     history: pd.DataFrame
     test: dict[str, float]
     resumed_from_epoch: int | None
-    seconds: float
 
 
 def fit_splits(train: TrainParams) -> tuple[str, ...]:
@@ -216,6 +275,7 @@ def require_split_sizes(data: PreparedData, splits: Sequence[str]) -> None:
         )
 
 
+@quiet_lightning()
 def fit_attributes(
     data: PreparedData,
     attributes: Sequence[str],
@@ -232,7 +292,6 @@ def fit_attributes(
     stopping) and the last epoch is the model.
     """
     require_split_sizes(data, ("train", "val", "test") if run_test else ("train", "val"))
-    started = time.perf_counter()
     runtime = Runtime.resolve(train)
     L.seed_everything(train.seed, workers=True, verbose=False)
     module = build_module(data, attributes, model, train)
@@ -244,12 +303,12 @@ def fit_attributes(
     resume_from = _resume_checkpoint(checkpoint_dir, signature, train.resume)
     resumed_epoch = None if resume_from is None else _checkpoint_epoch(resume_from)
     history = EpochHistory()
-    checkpoint = ModelCheckpoint(
+    checkpoint = FolderCheckpoint(
         dirpath=checkpoint_dir, filename=BEST, monitor=None if train.refits_on_val else MONITOR, mode="max",
         save_weights_only=True, enable_version_counter=False,
     )  # fmt: skip
     # save_last only fires when `best` improves; resuming needs every epoch, with the optimizer state
-    latest = ModelCheckpoint(dirpath=checkpoint_dir, filename=LAST, monitor=None, enable_version_counter=False)
+    latest = FolderCheckpoint(dirpath=checkpoint_dir, filename=LAST, monitor=None, enable_version_counter=False)
     stopping = [] if train.refits_on_val else [EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience)]
     callbacks = [checkpoint, latest, *stopping, history, *extra_callbacks]
     trainer = build_trainer(train, runtime, callbacks, logger, checkpoint_dir)
@@ -267,10 +326,10 @@ def fit_attributes(
         history=epochs,
         test={k: float(v) for k, v in results[0].items()},
         resumed_from_epoch=resumed_epoch,
-        seconds=time.perf_counter() - started,
     )
 
 
+@quiet_lightning()
 def fit_probe(
     data: PreparedData,
     attributes: Sequence[str],
@@ -325,11 +384,9 @@ def fit_probe(
     details = {
         "alpha": dict(zip(attributes, probe.alpha.tolist(), strict=True)),
         "alphas_tried": sorted(train.ridge_alphas),
-        "feature_seconds": round(feature_seconds, 3),
-        "fit_seconds": round(fit_seconds, 3),
         "features": int(features.shape[1]),
     }
-    atomic_write_json(checkpoint_dir / "probe.json", details)
+    atomic_write_json(checkpoint_dir / "probe.json", details)  # a DVC output: no timings, which MLflow keeps
     if isinstance(logger, Logger):
         logger.log_metrics({"probe/fit_seconds": fit_seconds, "probe/feature_seconds": feature_seconds})
         logger.log_metrics({f"probe/log10_alpha/{a}": float(np.log10(v)) for a, v in details["alpha"].items()})
@@ -340,10 +397,10 @@ def fit_probe(
         history=history,
         test={k: float(v) for k, v in tested.items()},
         resumed_from_epoch=None,
-        seconds=time.perf_counter() - started,
     )
 
 
+@quiet_lightning()
 def fit_heads_on_features(
     data: PreparedData,
     features: np.ndarray,

@@ -24,6 +24,8 @@ def vgg_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_imagenet_weights_come_from_a_preseeded_torch_home_offline(vgg_state, monkeypatch) -> None:
     torch_home, state = vgg_state
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    # a stand-in for torchvision's file, which fails its hash (tests/test_weights.py checks that refusal)
+    monkeypatch.setattr("facetraits.weights.verify_weights_file", lambda path: None)
     backbone = build_backbone("vgg16", "imagenet", trainable_blocks=0, image_size=32)
     torch.testing.assert_close(backbone.blocks[0][0].weight, state["features.0.weight"])
     torch.testing.assert_close(backbone.blocks[4][-3].weight, state["features.28.weight"])

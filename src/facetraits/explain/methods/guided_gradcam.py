@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -14,4 +15,6 @@ class GuidedGradCam(LayerAttributionMethod):
     name = "guided_gradcam"
 
     def attribute(self, images: torch.Tensor, target: int, keys: Sequence[int]) -> torch.Tensor:
-        return CaptumGuidedGradCam(self.net, self.layer).attribute(images, target=target, interpolate_mode="bilinear")
+        with warnings.catch_warnings():  # the hooks are guided backprop itself, removed when it returns: not news
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations", category=UserWarning)
+            return CaptumGuidedGradCam(self.net, self.layer).attribute(images, target=target, interpolate_mode="bilinear")
