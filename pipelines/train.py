@@ -15,6 +15,7 @@ STAGE = Stage(
     outputs=lambda paths: (paths.out, paths.models),
     logged=("data", "model", "train"),
     best_params=read_best_params,
+    variant_paths=lambda name: {"models": f"variants/{name}/models", "out": f"results/variants/{name}"},
     every_rank=True,
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pathlib
 import pickle
 import runpy
+import subprocess
 import time
 from pathlib import Path
 
@@ -339,3 +340,36 @@ def test_predict_never_runs_code_from_a_pickled_mlflow_model(
     finally:
         assert not sentinel.exists(), "the model file's code ran"
     assert code == 1 and err.startswith(f"error: --model: MLflow model '{folder}' refused before loading: "), err
+
+
+def test_predict_refuses_an_image_whose_padded_canvas_is_over_the_pixel_limit(
+    resnet_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 1x60000 PNG is 60,000 pixels in a few hundred bytes; padded square it would be a 10.8 GB canvas."""
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (1, 60000)).save(thin)
+    code, err = _predict(thin, resnet_checkpoint, capsys)
+    assert code == 1 and err.splitlines() == [
+        f"error: {thin}: image is 1x60000; padded square it is 60000x60000 = 3600000000 pixels, "
+        "over data.max_image_pixels = 40000000"
+    ]
+
+
+def test_predict_to_a_folder_is_one_error_line_naming_it(
+    face: Path, resnet_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError on a path the user gave (here --out a folder) is the contract's `error:` line, not a traceback."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert cli(["predict", str(face), "--model", str(resnet_checkpoint), "--out", str(folder)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {folder}: Is a directory"]
+
+
+def test_what_a_killed_atomic_write_leaves_is_ignored_by_git_and_dvc() -> None:
+    """After a SIGKILL the `.<name>.<random>.tmp` sibling of an output stays until the stage runs again: `git add -A`
+    must not commit it, nor DVC hash it into a folder output."""
+    leftovers = [".params.yaml.k2j3.tmp", "studies/omi/results/.report.md.x81.tmp", "src/.a.old-12.tmp"]
+    command = ["git", "check-ignore", "--no-index", *leftovers]
+    ignored = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert ignored.stdout.split() == leftovers
+    assert ".*.tmp" in (REPO / ".dvcignore").read_text().splitlines()

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
+from torchvision import models
 
 from facetraits import weights
 from facetraits.cli import main
-from facetraits.weights import REGISTRY_WEIGHTS, RegistryWeights, WeightsError, install_weights, installed_weights
+from facetraits.models.components.backbones import build_backbone
+from facetraits.weights import (
+    REGISTRY_WEIGHTS,
+    RegistryWeights,
+    WeightsError,
+    imagenet_state_dict,
+    install_weights,
+    installed_weights,
+)
 
 PAYLOAD = b"not really a checkpoint, but bytes with a known hash"
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -101,3 +112,62 @@ def test_real_mobilenet_file_is_in_place(mobilenet_imagenet: Path) -> None:
     """The file `make test` installs is torchvision's, byte for byte (its published hash)."""
     assert mobilenet_imagenet.name == "mobilenet_v2-b0353104.pth"
     assert weights.file_sha256(mobilenet_imagenet) == REGISTRY_WEIGHTS["mobilenet_v2"].sha256
+
+
+class _Payload:
+    """Unpickling this touches `sentinel`: proof that a loader ran code from the file."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.sentinel),))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])  # a pinned sha256; torchvision's prefix only
+def test_a_tampered_file_in_the_torch_cache_is_refused_before_it_is_unpickled(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared $TORCH_HOME may hold anything under torchvision's file name: torchvision would unpickle it
+    unchecked (weights_only=False); here it is hash-checked first and its code never runs."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    file_name = Path(models.get_model_weights(name).IMAGENET1K_V1.url).name
+    cached, sentinel = tmp_path / "torch" / "hub" / "checkpoints" / file_name, tmp_path / "payload-ran"
+    cached.parent.mkdir(parents=True)
+    torch.save({"features.0.0.weight": _Payload(sentinel)}, cached)
+    torch.load(cached, weights_only=False)  # what torchvision would do: the payload runs
+    assert sentinel.exists()
+    sentinel.unlink()
+
+    repair = "`facetraits weights mobilenet_v2`" if name == "mobilenet_v2" else "delete it so that torchvision"
+    refused = rf"{re.escape(str(cached))}: sha256 [0-9a-f]{{64}} is not torchvision's .*{re.escape(repair)}"
+    with pytest.raises(WeightsError, match=refused):
+        build_backbone(name, "imagenet", 0, 32)
+    assert not sentinel.exists(), "the cached file's code ran"
+
+
+def test_a_truncated_cached_file_is_named_with_its_repair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    spec = REGISTRY_WEIGHTS["mobilenet_v2"]
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / spec.file_name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 the first bytes of a download that was cut off")
+    refused = rf"{re.escape(str(cached))}: .*not torchvision's {spec.sha256}.*facetraits weights mobilenet_v2"
+    with pytest.raises(WeightsError, match=refused):
+        build_backbone("mobilenet_v2", "imagenet", 0, 32)
+
+
+def test_the_verified_file_loads_as_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose hash matches is read with weights_only=True: here a fake spec whose pinned file is a state dict."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    state = {"weight": torch.arange(4.0)}
+    scratch = tmp_path / "state.pth"
+    torch.save(state, scratch)
+    digest = weights.file_sha256(scratch)
+    spec = RegistryWeights(f"fake-{digest[:8]}.pth", digest, "unused==1.0", "unused")
+    monkeypatch.setitem(REGISTRY_WEIGHTS, "fake", spec)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / spec.file_name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(scratch.read_bytes())
+    loaded = imagenet_state_dict(f"https://download.example/models/{spec.file_name}")
+    assert torch.equal(loaded["weight"], state["weight"])

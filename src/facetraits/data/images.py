@@ -51,22 +51,35 @@ def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
+def _check_size(path: Path, size: tuple[int, int], square: Literal["crop", "pad"], max_pixels: int) -> None:
+    """Memory is bounded by the header's size, read before anything is decoded: the image itself and, padded,
+    the square canvas it is pasted on (a 1x60000 image is 60,000 pixels but a 3.6-gigapixel canvas)."""
+    width, height = size
+    side = max(width, height)
+    if width * height > max_pixels:
+        raise DataError(
+            f"{path}: image is {width}x{height} = {width * height} pixels, over data.max_image_pixels = {max_pixels}"
+        )
+    if square == "pad" and side * side > max_pixels:
+        raise DataError(
+            f"{path}: image is {width}x{height}; padded square it is {side}x{side} = {side * side} pixels, "
+            f"over data.max_image_pixels = {max_pixels}"
+        )
+
+
 def load_face(path: Path, size: int, square: Literal["crop", "pad"], max_pixels: int) -> np.ndarray:
     """(size, size, 3) uint8; every failure is a DataError naming the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
-                width, height = opened.size
-                if width * height > max_pixels:
-                    raise DataError(
-                        f"{path}: image is {width}x{height} = {width * height} pixels, "
-                        f"over data.max_image_pixels = {max_pixels}"
-                    )
+                _check_size(path, opened.size, square, max_pixels)
                 opened.draft("RGB", (size, size))
                 image = _eight_bit(ImageOps.exif_transpose(opened), path).convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
+    except MemoryError:
+        raise DataError(f"{path}: out of memory while decoding it (lower data.max_image_pixels)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: refused as a decompression bomb: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

