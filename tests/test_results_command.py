@@ -4,6 +4,7 @@ study folders side by side; fast, because it imports no torch, MLflow or DVC."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,14 @@ def test_results_imports_no_heavy_library(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`facetraits results | head`: the pipe closes before the output is written; no traceback, no noise."""
+    _write(tmp_path / "results" / "report.json", HEADLINE)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    command = [sys.executable, "-m", "facetraits.cli", "results", str(tmp_path)]
+    done = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, check=False, timeout=60)
+    os.close(write_end)
+    assert done.returncode == 1 and done.stderr == "", done.stderr

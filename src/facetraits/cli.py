@@ -286,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out = args.image.with_name(f"{args.image.stem}_{args.attribute}_{args.method}.png")
     try:
         return args.run(args)
+    except BrokenPipeError:  # `facetraits results | head`: the reader has all it wanted; no traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # noqa: BLE001 - only the expected failures of inputs; a bug is re-raised
         message = None if args.debug else expected_failure(exc)
         if message is None:
