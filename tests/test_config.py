@@ -12,6 +12,7 @@ def test_repository_params_yaml_is_valid_and_complete() -> None:
     assert params.data.source == "synthetic"
     assert params.data.split.fractions == pytest.approx((0.64, 0.16, 0.20))
     assert params.tracking.uri.startswith("sqlite:")
+    assert (params.report.bootstrap_resamples, params.report.confidence) == (10_000, 0.95)
 
 
 def test_defaults_fill_missing_sections() -> None:
@@ -33,6 +34,9 @@ def test_defaults_fill_missing_sections() -> None:
         ({"data": {"csv": {"rating_range": [9, 1]}}}, "data.csv: Value error, rating_range"),
         ({"data": {"on_bad_image": "ignore"}}, "data.on_bad_image"),
         ({"tracking": {"uri": ""}}, "tracking.uri"),
+        ({"report": {"confidence": 95}}, "report.confidence: Input should be less than 1, got 95"),
+        ({"report": {"confidence": 1.0}}, "report.confidence: Input should be less than 1"),
+        ({"report": {"bootstrap_resamples": 10}}, "report.bootstrap_resamples: Input should be greater than or equal"),
     ],
 )
 def test_bad_values_name_their_key(raw: dict, message: str) -> None:

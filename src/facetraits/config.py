@@ -375,6 +375,9 @@ class ManifoldParams:
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class ReportParams:
     title: Str = "How people judge faces: model, humans and baselines"
+    bootstrap_resamples: Int = Field(10_000, ge=100)  # fewer make the interval's ends jitter from seed to seed
+    confidence: Float = Field(0.95, gt=0, lt=1)
+    seed: Int = Field(42, ge=0)
 
 
 VARIANT_SECTIONS = ("model", "train")

@@ -38,10 +38,14 @@ def reported(explained) -> dict:
 
 
 def _markdown_table(text: str) -> pd.DataFrame:
-    """The report's first table (the comparison), cells unescaped and unbolded, "—" as NaN."""
+    """The report's first table (the comparison), cells unescaped and unbolded, each cell's estimate without its
+    interval, "—" as NaN."""
     lines = text[text.index("\n|") + 1 :].split("\n\n")[0].splitlines()
     header = [cell.strip().replace("\\", "") for cell in lines[0].strip("|").split("|")]
-    rows = [[cell.strip().strip("*").replace("\\", "") for cell in line.strip("|").split("|")] for line in lines[2:]]
+    rows = [
+        [cell.strip().strip("*").replace("\\", "").split(" [")[0] for cell in line.strip("|").split("|")]
+        for line in lines[2:]
+    ]
     table = pd.DataFrame(rows, columns=header).set_index(header[0])
     return table.replace("—", "nan").astype(float)
 
@@ -67,8 +71,8 @@ def test_every_number_in_the_report_table_is_the_one_in_its_metrics_file(reporte
     means = {column: np.nanmean(values) if np.isfinite(values).any() else np.nan for column, values in columns.items()}
     for column, values in columns.items():
         for attribute, value in zip(attributes, values, strict=True):
-            np.testing.assert_equal(table.loc[attribute, column], round(value, 3), err_msg=f"{attribute}, {column}")
-        np.testing.assert_equal(table.loc["mean", column], round(means[column], 3), err_msg=f"mean, {column}")
+            np.testing.assert_equal(table.loc[attribute, column], round(value, 2), err_msg=f"{attribute}, {column}")
+        np.testing.assert_equal(table.loc["mean", column], round(means[column], 2), err_msg=f"mean, {column}")
     report = json.loads((results / "report.json").read_text())
     keys = {HANDCRAFTED: "handcrafted", MAIN: "main", VARIANT: "no_augment", "human ceiling": "human_ceiling"}
     assert report["test_r_mean"] == pytest.approx({key: means[column] for column, key in keys.items()}, abs=1e-6)
@@ -119,7 +123,12 @@ def test_report_names_its_tests_links_figures_and_exists_as_html(reported) -> No
     assert (results / "report_figures" / "bar_chart.png").stat().st_size > 1000
     run = _stage_run(reported, "report")
     artifacts = {a.path for a in reported["client"].list_artifacts(run.info.run_id, "report")}
-    assert {"report/report.md", "report/report.html", "report/report.json"} <= artifacts
+    assert {"report/report.md", "report/report.html", "report/report.json", "report/intervals.csv"} <= artifacts
+    report = json.loads((results / "report.json").read_text())
+    for key, r in report["test_r_mean"].items():
+        if key != "human_ceiling":
+            assert report["test_r_mean_ci_low"][key] < r < report["test_r_mean_ci_high"][key]
+    assert run.data.metrics["report/mean_r/vgg16_bn"] == pytest.approx(report["test_r_mean"]["main"], abs=1e-6)
 
 
 def test_baselines_stage_scores_the_svr_on_test_faces_and_logs_reliability(reported) -> None:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from facetraits.errors import DataError
 from facetraits.report.comparison import MEAN_ROW, comparison_table
-from facetraits.report.render import bar_chart, p_value, render_html, render_markdown
+from facetraits.report.intervals import BootstrapSettings, Intervals, bootstrap_intervals
+from facetraits.report.render import bar_chart, opening_summary, p_value, render_html, render_markdown
 from facetraits.report.statistics import compare_methods
 
 ATTRIBUTES = ["happy", "a|b <c> & d", "sad_face*", "trustworthy", "dominant"]
@@ -114,14 +115,14 @@ def check_numbers(rows: list[list[str]], human: pd.DataFrame | None, methods: di
             if math.isnan(source):
                 assert cell == "—", (row[0], column)
             else:
-                assert float(cell) == round(source, 3), (row[0], column, cell, source)
-                assert re.fullmatch(r"-?\d+\.\d{3}", cell)
+                assert float(cell) == round(source, 2), (row[0], column, cell, source)
+                assert re.fullmatch(r"-?\d+\.\d{2}", cell)
             checked += 1
     assert checked == len(body) * (len(header) - 1)
 
 
 @pytest.mark.parametrize("with_human", [True, False])
-def test_every_table_cell_is_its_source_value_at_3_decimals_in_both_formats(with_human: bool) -> None:
+def test_every_table_cell_is_its_source_value_at_2_decimals_in_both_formats(with_human: bool) -> None:
     human, methods = sources()
     human = human if with_human else None
     markdown, html = report(human, methods)
@@ -293,3 +294,61 @@ def test_bar_chart_without_any_score_keeps_the_attribute_order() -> None:
     assert not [c for c in axes.collections if isinstance(c, LineCollection)]
     assert [text.get_text() for text in figure.legends[0].get_texts()] == ["VGG16", "hand"]
     figure.savefig(io.BytesIO(), format="png")
+
+
+def with_intervals() -> tuple[pd.DataFrame, dict[str, dict[str, float]], pd.DataFrame, Intervals]:
+    """The sources' table with made-up predictions behind it, so every method cell has an interval."""
+    human, methods = sources()
+    rng = np.random.default_rng(8)
+    ratings = rng.normal(size=(120, len(ATTRIBUTES)))
+    predictions = {m: ratings + rng.uniform(0.5, 3) * rng.normal(size=ratings.shape) for m in methods}
+    scores = {m: {a: float(np.corrcoef(ratings[:, k], p[:, k])[0, 1]) for k, a in enumerate(ATTRIBUTES)}
+              for m, p in predictions.items()}  # fmt: skip
+    table = comparison_table(human, scores, ATTRIBUTES)
+    intervals = bootstrap_intervals(table, ratings, predictions, human["ceiling"], BootstrapSettings(500, 0.95, 4))
+    return table, scores, human, intervals
+
+
+def test_method_cells_carry_their_interval_and_the_summary_its_numbers() -> None:
+    table, scores, human, intervals = with_intervals()
+    comparison = compare_methods(scores, ATTRIBUTES)
+    main, baseline = "VGG16", "Hand-crafted (LBP+HOG+colour SVR)"
+    summary = opening_summary(table, intervals, main, [baseline])
+    explanation = {"gradcam": {"deletion_auc": 0.700642, "insertion_auc": 0.81234, "randomization_rank_corr": None}}
+    content = {"intervals": intervals, "summary": summary, "explanation": explanation}
+    markdown = render_markdown("r", table, comparison, LINKS, NOTES, **content)
+    html = render_html("r", table, comparison, LINKS, NOTES, **content)
+    low, high = intervals.low.loc[MEAN_ROW, main], intervals.high.loc[MEAN_ROW, main]
+    mean = f"{table.loc[MEAN_ROW, main]:.2f} [{low:.2f}, {high:.2f}]"
+    assert summary.startswith(f"VGG16 reaches a mean test r of {mean}, {table.loc[MEAN_ROW, 'VGG16 r/ceiling']:.0%} of")
+    wins = int((table.loc[ATTRIBUTES, main] > table.loc[ATTRIBUTES, baseline]).sum())
+    assert f"VGG16 scores higher on {wins} of 5 attributes" in summary
+    for tables in (markdown_tables(markdown), html_tables(html)):
+        scores_rows = {row[0]: dict(zip(tables[0][0], row)) for row in tables[0][1:]}
+        assert scores_rows[MEAN_ROW][main] == mean
+        cell = scores_rows["happy"][f"{main} r/ceiling"]
+        low, high = intervals.low.loc["happy", f"{main} r/ceiling"], intervals.high.loc["happy", f"{main} r/ceiling"]
+        assert cell == f"{table.loc['happy', f'{main} r/ceiling']:.2f} [{low:.2f}, {high:.2f}]"
+        assert re.fullmatch(r"\d\.\d\d", scores_rows["happy"]["human ceiling"])
+        differences = tables[1]
+        assert differences[0][:3] == ["comparison", "attributes", "mean Δr (first − second)"]
+        assert len(differences) == 1 + 3
+        explained = tables[-1]
+        assert explained[1][:3] == ["gradcam", "0.70", "0.81"] and explained[1][3] == "—"
+    assert "How to read this" in markdown and "\\`" not in markdown and "0.700642" not in markdown
+    assert unescape(html).count("How to read this") == markdown.count("How to read this") == 4
+    assert markdown.index("## Summary") < markdown.index("## About this run")
+
+
+def test_bar_chart_draws_each_interval_as_an_error_bar() -> None:
+    table, scores, human, intervals = with_intervals()
+    figure = bar_chart(table, list(scores), human, intervals)
+    axes = figure.axes[0]
+    order = human["ceiling"].sort_values(ascending=False).index
+    bars = [c for c in axes.containers if isinstance(c, BarContainer)]
+    for container, method in zip(bars, scores):
+        (segments,) = [c for c in container.errorbar.lines[2]]
+        ends = np.array([[s[0][0], s[1][0]] for s in segments.get_segments()])
+        np.testing.assert_allclose(ends[:, 0], intervals.low.loc[order, method])
+        np.testing.assert_allclose(ends[:, 1], intervals.high.loc[order, method])
+    assert axes.get_title().endswith("; bars: 95% intervals over faces)")

@@ -1,12 +1,24 @@
+import io
 import json
 import math
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.errors import DataError
-from facetraits.report.study import HANDCRAFTED, build_report, collect_methods
+from facetraits.report.intervals import BootstrapSettings
+from facetraits.report.study import (
+    HANDCRAFTED,
+    build_report,
+    collect_methods,
+    interval_table,
+    report_metrics,
+    study_headline_metrics,
+)
 
 ATTRIBUTES = ["happy", "dominant", "attractive"]
 VARIANTS = {"no_augment": "VGG16, no_augment"}
@@ -47,3 +59,70 @@ def test_a_stale_metrics_file_is_an_error_naming_it(tmp_path: Path) -> None:
     named = re.escape(f"{tmp_path / 'train' / 'metrics.json'}: method 'VGG16' has scores for attributes")
     with pytest.raises(DataError, match=rf"^{named} not in the report: \['smug'\]; the file is stale"):
         build_report(ATTRIBUTES, None, methods)
+
+
+def prepared(root: Path, faces: int = 60) -> PreparedData:
+    """Test and train faces with ratings of ATTRIBUTES; the report reads only the faces table."""
+    rng = np.random.default_rng(5)
+    table = pd.DataFrame({"id": [f"f{k:03d}" for k in range(faces)], "split": ["test", "train"] * (faces // 2)})
+    for attribute in ATTRIBUTES:
+        table[attribute] = rng.normal(size=faces)
+    table.loc[4, "dominant"] = np.nan
+    images = np.zeros((faces, 2, 2, 3), np.uint8)
+    return PreparedData(root=root, images=images, faces=table, meta={"attributes": ATTRIBUTES})
+
+
+def write_predictions(root: Path, data: PreparedData, noise: dict[str, float]) -> None:
+    """Each method's predictions table and the metrics file holding their test r, as the stages write them."""
+    rng = np.random.default_rng(6)
+    folders = {"handcrafted": root / "baselines", "train": root / "train", "variant": root / "variants" / "no_augment"}
+    test = data.indices("test")
+    baselines_metrics = {}
+    for name, folder in folders.items():
+        ratings = data.faces[ATTRIBUTES].to_numpy()
+        predicted = np.nan_to_num(ratings) + noise[name] * rng.normal(size=ratings.shape)
+        folder.mkdir(parents=True, exist_ok=True)
+        file = "handcrafted_predictions.csv" if name == "handcrafted" else "predictions.csv"
+        predictions_table(data, predicted).to_csv(folder / file, index=False)
+        observed = ~np.isnan(ratings[test])
+        r = {a: float(np.corrcoef(ratings[test][observed[:, k], k], predicted[test][observed[:, k], k])[0, 1])
+             for k, a in enumerate(ATTRIBUTES)}  # fmt: skip
+        if name == "handcrafted":
+            baselines_metrics = {"handcrafted": {"test": {"pearson": r}}}
+            (folder / "metrics.json").write_text(json.dumps(baselines_metrics))
+        else:
+            (folder / "metrics.json").write_text(json.dumps({"test": {"pearson": r}}))
+
+
+def test_intervals_come_from_each_methods_test_predictions(tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    write_predictions(tmp_path, data, {"handcrafted": 3.0, "train": 0.5, "variant": 1.0})
+    methods = collect_methods(tmp_path, "VGG16", VARIANTS)
+    settings = BootstrapSettings(resamples=500, level=0.9, seed=1)
+    report = build_report(ATTRIBUTES, None, methods, data, settings)
+    intervals = report.intervals
+    assert intervals is not None and intervals.faces == 30
+    for method in methods.scores:
+        assert (intervals.low[method] < report.table[method]).all()
+        assert (report.table[method] < intervals.high[method]).all()
+    metrics = report_metrics(report, {"VGG16": "main", HANDCRAFTED: "handcrafted", "VGG16, no_augment": "no_augment"},
+                             {"mean": {}}, {"maps": {}})  # fmt: skip
+    assert metrics["test_r_mean_ci_low"]["main"] == pytest.approx(intervals.low.loc["mean", "VGG16"], abs=1e-6)
+    assert set(metrics["test_r_mean_ci_high"]) == set(metrics["test_r_mean"]) == {"main", "handcrafted", "no_augment"}
+    logged = study_headline_metrics(metrics)
+    assert logged["test_r_mean_ci_high/no_augment"] == metrics["test_r_mean_ci_high"]["no_augment"]
+    table = pd.read_csv(io.StringIO(interval_table(report)))
+    row = table[(table["attribute"] == "happy") & (table["quantity"] == "VGG16")].iloc[0]
+    assert row["low"] == pytest.approx(intervals.low.loc["happy", "VGG16"], rel=1e-5)
+    assert (table["quantity"] == "r difference: VGG16 - VGG16, no_augment").sum() == len(ATTRIBUTES) + 1
+
+
+def test_predictions_that_score_otherwise_than_the_metrics_file_are_stale(tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    write_predictions(tmp_path, data, {"handcrafted": 3.0, "train": 0.5, "variant": 1.0})
+    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    metrics["test"]["pearson"]["happy"] -= 0.1
+    (tmp_path / "train" / "metrics.json").write_text(json.dumps(metrics))
+    methods = collect_methods(tmp_path, "VGG16", VARIANTS)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train' / 'predictions.csv'}: its test r differs")):
+        build_report(ATTRIBUTES, None, methods, data, BootstrapSettings(100, 0.95, 0))

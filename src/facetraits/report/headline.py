@@ -20,6 +20,7 @@ from facetraits.numbers import json_number
 
 MAIN, HANDCRAFTED_KEY, HUMAN_CEILING_KEY = "main", "handcrafted", "human_ceiling"
 EXPLAIN_SCORES = ("deletion_auc", "insertion_auc", "randomization_passed", "mass_accuracy")
+MEAN_R_INTERVAL_KEYS = ("test_r_mean_ci_low", "test_r_mean_ci_high")
 
 
 def read_metrics(path: Path) -> dict[str, Any]:
@@ -56,13 +57,21 @@ def headline(
     p_values: Mapping[str, float],
     explain_scores: Mapping[str, Any],
     manifold_metrics: Mapping[str, Any],
+    mean_r_intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
-    """`mean_r`: mean test Pearson r by method key (main, variants, handcrafted); `p_values`: omnibus tests by name."""
+    """`mean_r`: mean test Pearson r by method key (main, variants, handcrafted); `p_values`: omnibus tests by name;
+    `mean_r_intervals`: each mean r's bootstrap interval, as sections beside `test_r_mean` keyed alike (so
+    `test_r_mean.main` keeps its column in `dvc exp show`)."""
     test_r = {key: json_number(r) for key, r in mean_r.items()}
     if human_ceiling is not None:
         test_r[HUMAN_CEILING_KEY] = json_number(human_ceiling)
+    bounds = {}
+    if mean_r_intervals is not None:
+        for end, name in enumerate(MEAN_R_INTERVAL_KEYS):
+            bounds[name] = {key: json_number(interval[end]) for key, interval in mean_r_intervals.items()}
     return {
         "test_r_mean": test_r,
+        **bounds,
         "p": {name: json_number(p) for name, p in p_values.items()},
         "explain": _explain_headline(explain_scores),
         "manifold": _manifold_headline(manifold_metrics),

@@ -10,7 +10,7 @@ import html
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
@@ -25,12 +25,14 @@ from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
 from facetraits.errors import DataError
-from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW
+from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, ratio_column
+from facetraits.report.intervals import Intervals, intervals_note, level_label, separated
 from facetraits.report.statistics import MIN_ATTRIBUTES, HypothesisTest, MethodComparison
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"})
 MISSING = "—"
-DECIMALS = 3
+DECIMALS = 2  # an r over a few hundred faces is uncertain in the second decimal (see its interval)
+P_DECIMALS = 3
 EMBEDDED_WIDTH = 900  # px: an embedded figure is downscaled to this width, so 30-50 figures stay a few MB
 
 
@@ -72,15 +74,22 @@ class Section:
     blocks: tuple[Block, ...]
 
 
-def number(value: float) -> str:
-    return MISSING if math.isnan(value) else f"{value:.{DECIMALS}f}"
+def number(value: float | None, decimals: int = DECIMALS) -> str:
+    return MISSING if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+
+
+def with_interval(value: float, low: float, high: float) -> str:
+    """`0.80 [0.77, 0.83]`; the estimate alone where there is no interval."""
+    if math.isnan(value) or math.isnan(low) or math.isnan(high):
+        return number(value)
+    return f"{number(value)} [{number(low)}, {number(high)}]"
 
 
 def p_value(value: float) -> str:
     """APA style: a p that rounds to zero is shown as a bound, not as 0.000."""
     if math.isnan(value):
         return MISSING
-    return f"< {10**-DECIMALS:.{DECIMALS}f}" if value < 10**-DECIMALS else number(value)
+    return f"< {10**-P_DECIMALS:.{P_DECIMALS}f}" if value < 10**-P_DECIMALS else number(value, P_DECIMALS)
 
 
 def relative_link(title: str, path: str) -> Link:
@@ -90,19 +99,32 @@ def relative_link(title: str, path: str) -> Link:
     return Link(title, path)
 
 
-def scores_table(table: pd.DataFrame) -> TextTable:
-    rows = tuple((str(label), *(number(float(v)) for v in values)) for label, values in table.iterrows())
+def scores_table(table: pd.DataFrame, intervals: Intervals | None = None) -> TextTable:
+    low = table * math.nan if intervals is None else intervals.low.reindex_like(table)
+    high = table * math.nan if intervals is None else intervals.high.reindex_like(table)
+    rows = tuple(
+        (str(label), *(with_interval(float(v), float(lo), float(hi)) for v, lo, hi in zip(values, low.loc[label],
+                                                                                           high.loc[label])))
+        for label, values in table.iterrows()
+    )  # fmt: skip
     mean_rows = frozenset(i for i, label in enumerate(table.index) if label == MEAN_ROW)
     header = ("attribute", *map(str, table.columns))
     return TextTable(header, rows, align="l" + "r" * len(table.columns), bold_rows=mean_rows)
 
 
-def table_notes(table: pd.DataFrame) -> list[str]:
+def table_notes(table: pd.DataFrame, intervals: Intervals | None = None) -> list[str]:
     per_attribute = table.drop(index=MEAN_ROW)
     total = len(per_attribute)
     counts = per_attribute.notna().sum()
     fewer = "; ".join(f"{column}: {count} of {total}" for column, count in counts.items() if count < total)
     notes = [
+        "How to read this: each cell is the Pearson r between a method's predictions and the mean human rating on "
+        "the test faces (1 = the same order, 0 = no relation)"
+        + (", with the range it could plausibly take on another sample of faces in brackets." if intervals else ".")
+    ]
+    if intervals is not None:
+        notes.append(intervals_note(intervals, HUMAN_CEILING in table.columns))
+    notes += [
         "Mean row: the arithmetic mean of each column over the attributes that have a value there "
         + (f"(fewer than all {total} for {fewer})" if fewer else f"(all {total} attributes)")
         + "; r is averaged as it is, not through Fisher z, unlike the parametric tests below."
@@ -128,6 +150,9 @@ def degrees_of_freedom(test: HypothesisTest) -> str:
 def statistics_blocks(comparison: MethodComparison) -> tuple[Block, ...]:
     shared = len(comparison.attributes)
     blocks: list[Block] = [
+        "How to read this: do the methods differ across the attribute set (each attribute one observation, its r "
+        "taken as exact)? A small p says the methods' r differ more than attributes vary; the intervals above "
+        "answer the same question on faces, for each attribute.",
         (
             "Attributes are the observations. Parametric tests run on Fisher z = artanh(r) because r is bounded "
             f"and skewed; rank tests run on r. Omnibus tests use the {shared} attribute(s) every method has; each "
@@ -182,14 +207,119 @@ def statistics_blocks(comparison: MethodComparison) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
+def difference_blocks(intervals: Intervals) -> tuple[Block, ...]:
+    """Paired over faces: the question a reader asks of two methods is answered on the faces, not the attributes."""
+    level = level_label(intervals.settings)
+    rows = tuple(
+        (
+            f"{row.first} vs {row.second}",
+            f"{row.attributes}",
+            with_interval(row.difference, row.low, row.high),
+            str(row.first_better),
+            str(row.second_better),
+        )
+        for row in separated(intervals.differences).itertuples()
+    )
+    return (
+        f"How to read this: Δr is the first method's r minus the second's, on the same resampled test faces; an "
+        f"interval that excludes 0 says the difference would hold on another sample of faces ({level} level, not "
+        "corrected across attributes). The last two columns count the attributes whose interval lies above or "
+        "below 0.",
+        TextTable(
+            header=("comparison", "attributes", "mean Δr (first − second)", "first higher", "second higher"),
+            rows=rows,
+            align="lrrrr",
+        ),
+    )
+
+
+EXPLANATION_COLUMNS = {
+    "deletion_auc": "deletion AUC (lower is better)",
+    "insertion_auc": "insertion AUC (higher is better)",
+    "randomization_rank_corr": "randomization rank r (lower is better)",
+    "randomization_passed": "share of faces passing randomization",
+    "mass_accuracy": "relevance mass accuracy",
+    "rank_accuracy": "relevance rank accuracy",
+}
+
+
+def explanation_blocks(scores: Mapping[str, Mapping[str, float | None]]) -> tuple[Block, ...]:
+    """Each attribution method's scores, averaged over attributes (scores.json's `mean`)."""
+    shown = [key for key in EXPLANATION_COLUMNS if any(key in values for values in scores.values())]
+    rows = tuple(
+        (method.replace("_", " "), *(number(math.nan if values.get(k) is None else float(values[k])) for k in shown))
+        for method, values in scores.items()
+    )
+    return (
+        "How to read this: deletion / insertion AUC track the prediction as the pixels a map ranks first are "
+        "removed / restored (a faithful map: low deletion, high insertion); the randomization rank r compares "
+        "the map with that of a model whose top layers were re-initialized (a map that depends on what the model "
+        "learned changes: low r); relevance accuracy (synthetic faces only) is the share of relevance inside the "
+        "regions the attribute is drawn from. Means over attributes; per-attribute values are in "
+        "explain/scores.json.",
+        TextTable(header=("method", *(EXPLANATION_COLUMNS[k] for k in shown)), rows=rows, align="l" + "r" * len(shown)),
+    )
+
+
+def opening_summary(table: pd.DataFrame, intervals: Intervals | None, main: str, others: Sequence[str]) -> str:
+    """The study's finding in a sentence, generated from the table and intervals so it cannot drift from them."""
+
+    def mean_r(method: str) -> str:
+        if intervals is None:
+            return number(table.loc[MEAN_ROW, method])
+        low, high = intervals.low.loc[MEAN_ROW, method], intervals.high.loc[MEAN_ROW, method]
+        return with_interval(table.loc[MEAN_ROW, method], low, high)
+
+    opening = f"{main} reaches a mean test r of {mean_r(main)}"
+    ratio = ratio_column(main)
+    if ratio in table.columns and not math.isnan(table.loc[MEAN_ROW, ratio]):
+        opening += f", {table.loc[MEAN_ROW, ratio]:.0%} of the human noise ceiling"
+    clauses = [opening]
+    pairs = None if intervals is None else separated(intervals.differences)
+    for other in others:
+        shared = table.drop(index=MEAN_ROW)[[main, other]].dropna()
+        clause = f"{other} reaches {mean_r(other)}; {main} scores higher on {int((shared[main] > shared[other]).sum())}"
+        clause += f" of {len(shared)} attributes"
+        if pairs is not None:
+            row = pairs[(pairs["first"] == main) & (pairs["second"] == other)]
+            higher, lower, sign = "first_better", "second_better", 1.0
+            if row.empty:  # pairs follow the table's column order: the main model may come second
+                row = pairs[(pairs["first"] == other) & (pairs["second"] == main)]
+                higher, lower, sign = "second_better", "first_better", -1.0
+            if not row.empty:
+                row = row.iloc[0]
+                low, high = sorted((sign * row["low"], sign * row["high"]))
+                clause += (
+                    f" ({row[higher]} with an interval of the difference above 0, {row[lower]} below), by "
+                    f"{with_interval(sign * row['difference'], low, high)} in mean r"
+                )
+        clauses.append(clause)
+    level = f" Brackets: {level_label(intervals.settings)} bootstrap intervals over test faces." if intervals else ""
+    return "; ".join(clauses) + "." + level
+
+
 def report_sections(
-    table: pd.DataFrame, comparison: MethodComparison, links: Sequence[tuple[str, str]], notes: Sequence[str]
+    table: pd.DataFrame,
+    comparison: MethodComparison,
+    links: Sequence[tuple[str, str]],
+    notes: Sequence[str],
+    intervals: Intervals | None = None,
+    summary: str = "",
+    explanation: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> list[Section]:
     sections = []
+    if summary:
+        sections.append(Section("Summary", (summary,)))
     if notes:
         sections.append(Section("About this run", (BulletList(tuple(notes)),)))
-    sections.append(Section("Test Pearson r per attribute", (scores_table(table), *table_notes(table))))
-    sections.append(Section("Statistics", statistics_blocks(comparison)))
+    sections.append(
+        Section("Test Pearson r per attribute", (scores_table(table, intervals), *table_notes(table, intervals)))
+    )
+    if intervals is not None and not intervals.differences.empty:
+        sections.append(Section("Differences between methods over faces", difference_blocks(intervals)))
+    sections.append(Section("Statistics across attributes", statistics_blocks(comparison)))
+    if explanation:
+        sections.append(Section("Attribution maps", explanation_blocks(explanation)))
     if links:
         sections.append(Section("Figures", tuple(relative_link(title, path) for title, path in links)))
     return sections
@@ -228,9 +358,12 @@ def render_markdown(
     comparison: MethodComparison,
     links: Sequence[tuple[str, str]],
     notes: Sequence[str],
+    intervals: Intervals | None = None,
+    summary: str = "",
+    explanation: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> str:
     parts = [f"# {markdown_text(title)}"]
-    for section in report_sections(table, comparison, links, notes):
+    for section in report_sections(table, comparison, links, notes, intervals, summary, explanation):
         parts.append(f"## {markdown_text(section.heading)}")
         parts.extend(markdown_block(block) for block in section.blocks)
     return "\n\n".join(parts) + "\n"
@@ -313,12 +446,15 @@ def render_html(
     links: Sequence[tuple[str, str]],
     notes: Sequence[str],
     images: Path | None = None,
+    intervals: Intervals | None = None,
+    summary: str = "",
+    explanation: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> str:
     """One file with inline CSS. With `images` (the folder the links are relative to) it is self-contained: its
     figures are embedded, so it shows them with no network and outside the results folder (MLflow's artifact
     viewer); without, it links them."""
     body = [f"<h1>{html.escape(title)}</h1>"]
-    for section in report_sections(table, comparison, links, notes):
+    for section in report_sections(table, comparison, links, notes, intervals, summary, explanation):
         blocks = "\n".join(html_block(block, images) for block in section.blocks)
         body.append(f"<section>\n<h2>{html.escape(section.heading)}</h2>\n{blocks}\n</section>")
     return (
@@ -329,8 +465,11 @@ def render_html(
     )
 
 
-def bar_chart(table: pd.DataFrame, methods: Sequence[str], human: pd.DataFrame | None) -> Figure:
-    """Horizontal grouped bars, one group per attribute, so 34 attribute names stay readable.
+def bar_chart(
+    table: pd.DataFrame, methods: Sequence[str], human: pd.DataFrame | None, intervals: Intervals | None = None
+) -> Figure:
+    """Horizontal grouped bars, one group per attribute, so 34 attribute names stay readable; with `intervals`,
+    each bar has its interval as an error bar.
 
     Groups are sorted by the human noise ceiling (drawn as a black tick across each group) when there is one,
     else by the method with the highest mean r; the best-reproduced attributes are at the top. Without any
@@ -358,7 +497,12 @@ def bar_chart(table: pd.DataFrame, methods: Sequence[str], human: pd.DataFrame |
     thickness = 0.8 / max(count, 1)
     for k, method in enumerate(methods):
         offsets = groups - 0.4 + thickness * (k + 0.5)
-        axes.barh(offsets, scores[method].to_numpy(), height=thickness, label=method)
+        values = scores[method].to_numpy()
+        errors = None
+        if intervals is not None:
+            low, high = (bound.loc[order, method].to_numpy() for bound in (intervals.low, intervals.high))
+            errors = np.nan_to_num(np.stack([values - low, high - values]), nan=0.0)
+        axes.barh(offsets, values, height=thickness, label=method, xerr=errors, error_kw={"elinewidth": 0.8})
     if ceiling is not None:
         ceiling = ceiling.loc[order]
         drawn = ceiling.notna().to_numpy()
@@ -368,7 +512,8 @@ def bar_chart(table: pd.DataFrame, methods: Sequence[str], human: pd.DataFrame |
     axes.set_yticks(groups, labels=[str(a) for a in scores.index])
     axes.set_ylim(len(scores) - 0.5, -0.5)
     axes.axvline(0.0, color="grey", linewidth=0.8)
-    axes.set(xlabel="test Pearson r", title=f"Test r per attribute ({sorted_by})")
+    interval = f"; bars: {level_label(intervals.settings)} intervals over faces" if intervals is not None else ""
+    axes.set(xlabel="test Pearson r", title=f"Test r per attribute ({sorted_by}{interval})")
     axes.grid(axis="x", alpha=0.3)
     figure.legend(loc="outside lower center", ncols=min(3, count + 1), fontsize="small")
     return figure

@@ -8,17 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from facetraits.config import StudyParams, TrackingParams, variant_params
+from facetraits.config import ReportParams, StudyParams, TrackingParams, variant_params
 from facetraits.data.prepared import PreparedData
+from facetraits.data.sources.base import NA_OPTIONS
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
 from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
-from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, headline, read_metrics
-from facetraits.report.render import bar_chart, render_html, render_markdown
+from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, MEAN_R_INTERVAL_KEYS, headline, read_metrics
+from facetraits.report.intervals import BootstrapSettings, Intervals, bootstrap_intervals, weighted_pearson
+from facetraits.report.render import bar_chart, opening_summary, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 from facetraits.stage_result import StageResult
 from facetraits.tracking import StageRun, experiment_page, flatten_params, metric_key, study_runs
@@ -48,10 +51,12 @@ def human_reference(baselines: Mapping[str, Any]) -> pd.DataFrame | None:
 
 @dataclass(frozen=True)
 class MethodScores:
-    """Test r per attribute of each method (by report label), and the metrics file each came from for errors."""
+    """Test r per attribute of each method (by report label), the metrics file each came from for errors, and the
+    predictions file its intervals are resampled from."""
 
     scores: dict[str, dict[str, float]]
     files: dict[str, Path]
+    predictions: dict[str, Path]
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,57 @@ class Report:
     comparison: MethodComparison
     human: pd.DataFrame | None
     methods: dict[str, dict[str, float]]
+    intervals: Intervals | None = None
 
 
-def build_report(attributes: Sequence[str], human: pd.DataFrame | None, methods: MethodScores) -> Report:
-    """The table and its tests; a score for an attribute the prepared data lacks is an error naming its file."""
+def build_report(
+    attributes: Sequence[str],
+    human: pd.DataFrame | None,
+    methods: MethodScores,
+    data: PreparedData | None = None,
+    settings: BootstrapSettings | None = None,
+) -> Report:
+    """The table and its tests; a score for an attribute the prepared data lacks is an error naming its file.
+    With `data` and `settings`, bootstrap intervals over its test faces from each method's predictions file."""
     sources = {name: str(path) for name, path in methods.files.items()}
     table = comparison_table(human, methods.scores, attributes, sources)
-    return Report(table, compare_methods(methods.scores, attributes), human, dict(methods.scores))
+    intervals = None
+    if data is not None and settings is not None:
+        rows = data.indices("test")
+        ratings = data.faces[list(attributes)].to_numpy(dtype=np.float64)[rows]
+        ids = data.faces["id"].to_numpy()[rows]
+        predicted = {m: read_test_predictions(path, ids, attributes) for m, path in methods.predictions.items()}
+        for method, values in predicted.items():
+            check_predictions_match(table[method], ratings, values, methods.predictions[method])
+        ceiling = None if human is None else human["ceiling"]
+        intervals = bootstrap_intervals(table, ratings, predicted, ceiling, settings)
+    return Report(table, compare_methods(methods.scores, attributes), human, dict(methods.scores), intervals)
+
+
+def read_test_predictions(path: Path, ids: Sequence[str], attributes: Sequence[str]) -> np.ndarray:
+    """(test faces in `ids` order, attributes) predictions from a stage's long predictions table."""
+    try:
+        table = pd.read_csv(path, dtype={"id": str, "attribute": str, "split": str}, **NA_OPTIONS)
+    except FileNotFoundError:
+        raise DataError(f"{path}: predictions not found; rerun the stage that writes them (dvc repro)") from None
+    wide = table.pivot_table(index="id", columns="attribute", values="predicted", aggfunc="first", dropna=False)
+    missing = sorted(set(ids) - set(wide.index)) + sorted(set(attributes) - set(wide.columns))
+    if missing:
+        raise DataError(f"{path}: no predictions for {missing[:5]}; the file is stale: rerun the stage that writes it")
+    return wide.reindex(index=list(ids), columns=list(attributes)).to_numpy(dtype=np.float64)
+
+
+def check_predictions_match(scores: pd.Series, ratings: np.ndarray, predicted: np.ndarray, path: Path) -> None:
+    """The intervals must be about the r the table shows: a predictions file that scores otherwise is stale."""
+    shown = scores.drop(index=MEAN_ROW).to_numpy(dtype=np.float64)
+    recomputed = weighted_pearson(np.ones((1, len(ratings))), ratings, predicted)[0]
+    off = np.flatnonzero(~np.isnan(shown) & ~(np.abs(recomputed - shown) <= 1e-3))
+    if len(off):
+        which = {str(scores.index[k]): (round(float(shown[k]), 4), round(float(recomputed[k]), 4)) for k in off[:3]}
+        raise DataError(
+            f"{path}: its test r differs from the metrics file's (attribute: (metrics, predictions)) {which}; "
+            "one of them is stale: rerun the stage that writes them (dvc repro)"
+        )
 
 
 def report_metrics(
@@ -74,12 +123,17 @@ def report_metrics(
 ) -> dict[str, Any]:
     """results/report.json, the headline `dvc metrics show` compares; `keys`: each method's label -> its key."""
     mean_row = report.table.loc[MEAN_ROW]
+    intervals = None
+    if report.intervals is not None:
+        low, high = report.intervals.low.loc[MEAN_ROW], report.intervals.high.loc[MEAN_ROW]
+        intervals = {keys[method]: (low[method], high[method]) for method in report.methods}
     return headline(
         {keys[method]: mean_row[method] for method in report.methods},
         mean_row[HUMAN_CEILING] if report.human is not None else None,
         {"anova": report.comparison.anova.p_value, "friedman": report.comparison.friedman.p_value},
         explain_scores,
         manifold,
+        intervals,
     )
 
 
@@ -90,17 +144,22 @@ def write_report(
     notes: Sequence[str],
     metrics: Mapping[str, Any],
     results_dir: Path,
+    summary: str = "",
+    explanation: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> list[Path]:
-    """report.md, report.html and report.json (`metrics`) in results_dir, the bar chart under report_figures."""
+    """report.md, report.html and report.json (`metrics`) in results_dir, the bar chart under report_figures;
+    `summary` opens the report, `explanation` (scores.json's per-method means) is its attribution table."""
     results_dir = Path(results_dir)
     with atomic_directory(results_dir / "report_figures") as figures:  # a whole new folder: no stale figures
-        save_figure(bar_chart(report.table, list(report.methods), report.human), figures / "bar_chart.png")
-    chart = results_dir / "report_figures" / "bar_chart.png"
-    links = [("Test Pearson r per attribute and method", str(chart.relative_to(results_dir))), *links]
-    written = [chart]
+        chart = bar_chart(report.table, list(report.methods), report.human, report.intervals)
+        save_figure(chart, figures / "bar_chart.png")
+    chart_path = results_dir / "report_figures" / "bar_chart.png"
+    links = [("Test Pearson r per attribute and method", str(chart_path.relative_to(results_dir))), *links]
+    written = [chart_path]
+    content = {"intervals": report.intervals, "summary": summary, "explanation": explanation}
     for name, text in (
-        ("report.md", render_markdown(title, report.table, report.comparison, links, notes)),
-        ("report.html", render_html(title, report.table, report.comparison, links, notes, images=results_dir)),
+        ("report.md", render_markdown(title, report.table, report.comparison, links, notes, **content)),
+        ("report.html", render_html(title, report.table, report.comparison, links, notes, results_dir, **content)),
     ):
         atomic_write_text(results_dir / name, text)
         written.append(results_dir / name)
@@ -110,18 +169,20 @@ def write_report(
 
 def collect_methods(results: Path, main_label: str, variant_labels: Mapping[str, str]) -> MethodScores:
     """Test r per attribute of the hand-crafted baseline, the main model and each variant, from their metrics files."""
-    files = {
-        HANDCRAFTED: (results / "baselines" / "metrics.json", ("handcrafted", "test")),
-        main_label: (results / "train" / "metrics.json", ("test",)),
-        **{label: (results / "variants" / name / "metrics.json", ("test",)) for name, label in variant_labels.items()},
+    folders = {
+        HANDCRAFTED: results / "baselines",
+        main_label: results / "train",
+        **{label: results / "variants" / name for name, label in variant_labels.items()},
     }
-    scores = {label: pearson_scores(read_metrics(path), path, section) for label, (path, section) in files.items()}
-    return MethodScores(scores, {label: path for label, (path, _) in files.items()})
+    sections = {label: ("test",) for label in folders} | {HANDCRAFTED: ("handcrafted", "test")}
+    files = {label: folder / "metrics.json" for label, folder in folders.items()}
+    scores = {label: pearson_scores(read_metrics(path), path, sections[label]) for label, path in files.items()}
+    predictions = {label: folder / "predictions.csv" for label, folder in folders.items()}
+    predictions[HANDCRAFTED] = results / "baselines" / "handcrafted_predictions.csv"
+    return MethodScores(scores, files, predictions)
 
 
-def report_notes(
-    data: PreparedData, baselines: Mapping[str, Any], explain_scores: Mapping[str, Any], refitted: Sequence[str] = ()
-) -> list[str]:
+def report_notes(data: PreparedData, baselines: Mapping[str, Any], refitted: Sequence[str] = ()) -> list[str]:
     """`refitted`: the methods fitted on the train and val faces (train.fit_on: train+val)."""
     counts = ", ".join(f"{split} {len(data.indices(split))}" for split in ("train", "val", "test"))
     size = data.images.shape[1]
@@ -136,16 +197,6 @@ def report_notes(
         )
     if "skipped" in baselines.get("human", {}):
         notes.append(baselines["human"]["skipped"])
-    for method, scores in explain_scores["mean"].items():
-        note = (
-            f"Attribution {method.replace('_', ' ')} (mean over attributes): deletion AUC {scores['deletion_auc']}, "
-            f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
-        )
-        if "randomization_passed" in scores:
-            note += f" (passed on a share {scores['randomization_passed']} of faces)"
-        if "mass_accuracy" in scores:
-            note += f", relevance mass accuracy {scores['mass_accuracy']}"
-        notes.append(note)
     return notes
 
 
@@ -178,8 +229,27 @@ def study_headline_params(params: StudyParams, data: PreparedData) -> dict[str, 
 
 
 def study_headline_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """report.json's mean test r of each method and the human ceiling, under its keys (`test_r_mean/main`)."""
-    return {f"test_r_mean/{key}": value for key, value in metrics["test_r_mean"].items()}
+    """report.json's mean test r of each method and the human ceiling, under its keys (`test_r_mean/main`), and the
+    mean r's interval ends (`test_r_mean_ci_low/main`)."""
+    sections = [name for name in ("test_r_mean", *MEAN_R_INTERVAL_KEYS) if name in metrics]
+    return {f"{name}/{key}": value for name in sections for key, value in metrics[name].items()}
+
+
+def bootstrap_settings(params: ReportParams) -> BootstrapSettings:
+    return BootstrapSettings(resamples=params.bootstrap_resamples, level=params.confidence, seed=params.seed)
+
+
+def interval_table(report: Report) -> str:
+    """Every interval of the report as one CSV for MLflow: per attribute and mean row, each method's r and
+    r/ceiling, and each pair's difference."""
+    assert report.intervals is not None
+    cells = pd.concat(
+        {"estimate": report.table, "low": report.intervals.low, "high": report.intervals.high}, axis=1
+    ).stack(level=1, future_stack=True)
+    cells = cells.dropna(subset=["low", "high"], how="all").rename_axis(["attribute", "quantity"]).reset_index()
+    differences = report.intervals.differences.rename(columns={"difference": "estimate"})
+    differences.insert(1, "quantity", "r difference: " + differences.pop("first") + " - " + differences.pop("second"))
+    return pd.concat([cells, differences], ignore_index=True).to_csv(index=False, float_format="%.6g")
 
 
 def report_stage(data: PreparedData, params: StudyParams, results: Path, run: StageRun | None = None) -> StageResult:
@@ -193,27 +263,32 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     baselines = read_metrics(results / "baselines" / "metrics.json")
     explain_scores = read_metrics(results / "explain" / "scores.json")
     manifold = read_metrics(results / "manifold" / "metrics.json")
-    report = build_report(data.attributes, human_reference(baselines), methods)
+    report = build_report(data.attributes, human_reference(baselines), methods, data, bootstrap_settings(params.report))
     refits = {label: params.train.refits_on_val for label in (BACKBONE_LABELS[params.model.backbone], HANDCRAFTED)}
     refits |= {label: variant_params(params, name).train.refits_on_val for name, label in variant_labels.items()}
     refitted = [label for label, refit in refits.items() if refit]
     where = mlflow_runs_note(params.tracking, run.experiment_id if run is not None else "", runs)
-    notes = [*report_notes(data, baselines, explain_scores, refitted), *where]
+    notes = [*report_notes(data, baselines, refitted), *where]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
     metrics = report_metrics(report, keys, explain_scores, manifold)
     links = report_links(results, explain_scores)
-    written = write_report(report, params.report.title, links, notes, metrics, results)
+    main = BACKBONE_LABELS[params.model.backbone]
+    summary = opening_summary(report.table, report.intervals, main, [m for m in report.methods if m != main])
+    written = write_report(
+        report, params.report.title, links, notes, metrics, results, summary, explain_scores["mean"]
+    )
     if run is not None:
         run.log_to_study(study_headline_metrics(metrics), study_headline_params(params, data))
     means = report.table.loc[MEAN_ROW, list(report.methods)]
     artifacts = [(path, "report" if path.parent == results else "report/figures") for path in written]
     anova = report.comparison.anova
-    summary = (
+    printed = (
         f"mean test r: {', '.join(f'{m} {means[m]:.3f}' for m in report.methods)}; "
         f"{anova.test} p = {anova.p_value:.3g} -> {results / 'report.md'}"
     )
-    return StageResult(summary, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts)
+    texts = {"report/intervals.csv": interval_table(report)} if report.intervals is not None else {}
+    return StageResult(printed, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts, texts=texts)
 
 
 def mlflow_runs_note(tracking: TrackingParams, experiment: str, runs: Sequence[tuple[str, str]]) -> list[str]:
@@ -224,6 +299,6 @@ def mlflow_runs_note(tracking: TrackingParams, experiment: str, runs: Sequence[t
         where = experiment_page(tracking.uri, experiment)
     else:
         local = experiment_page("http://127.0.0.1:5000", experiment)
-        where = f"`mlflow ui --backend-store-uri {tracking.uri}`, then {local}"
+        where = f"mlflow ui --backend-store-uri {tracking.uri}, then {local}"
     listed = "; ".join(f"{name}: {run_id}" for name, run_id in runs)
     return [f"MLflow runs of this study (experiment {tracking.experiment}, open with {where}): {listed}."]
