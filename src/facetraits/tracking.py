@@ -339,19 +339,6 @@ def stage_run(
     _terminate(client, RunStatus.FINISHED, run.info.run_id, parent)
 
 
-def study_runs(run: StageRun) -> list[tuple[str, str]]:
-    """(name, run id) of the run's study and of the latest run of each of its stages, in the order they started."""
-    if run.study is None:
-        return []
-    found = run.client.search_runs(
-        [run.experiment_id],
-        filter_string=f"tags.`{TAG_STUDY}` = '{run.study.key}'",
-        order_by=["attributes.start_time ASC"],
-    )
-    latest = {r.info.run_name: r.info.run_id for r in found}
-    return list(latest.items())
-
-
 def _terminate(client: MlflowClient, status: int, *run_ids: str | None) -> None:
     for run_id in run_ids:
         if run_id is not None:

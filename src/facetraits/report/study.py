@@ -24,7 +24,7 @@ from facetraits.report.intervals import BootstrapSettings, Intervals, bootstrap_
 from facetraits.report.render import bar_chart, opening_summary, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 from facetraits.stage_result import StageResult
-from facetraits.tracking import StageRun, experiment_page, flatten_params, metric_key, study_runs
+from facetraits.tracking import StageRun, experiment_page, flatten_params, metric_key
 
 REPORT_OUTPUTS = ("report.md", "report.html", "report.json", "report_figures")  # under results/, as in dvc.yaml
 HANDCRAFTED = "Hand-crafted (colour + LBP + HOG, SVR)"
@@ -254,8 +254,7 @@ def interval_table(report: Report) -> str:
 
 def report_stage(data: PreparedData, params: StudyParams, results: Path, run: StageRun | None = None) -> StageResult:
     """The report stage: every method's test scores from the other stages' metrics files, compared and written;
-    the report names the study's MLflow runs, and the study's parent run gets its headline."""
-    runs = study_runs(run) if run is not None else []
+    the report says where the study's MLflow runs are, and the study's parent run gets its headline."""
     variant_labels = {
         name: f"{BACKBONE_LABELS[variant_params(params, name).model.backbone]}, {name}" for name in params.variants
     }
@@ -267,7 +266,7 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     refits = {label: params.train.refits_on_val for label in (BACKBONE_LABELS[params.model.backbone], HANDCRAFTED)}
     refits |= {label: variant_params(params, name).train.refits_on_val for name, label in variant_labels.items()}
     refitted = [label for label, refit in refits.items() if refit]
-    where = mlflow_runs_note(params.tracking, run.experiment_id if run is not None else "", runs)
+    where = mlflow_runs_note(params.tracking, run.experiment_id) if run is not None and run.study is not None else []
     notes = [*report_notes(data, baselines, refitted), *where]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
@@ -291,14 +290,15 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     return StageResult(printed, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts, texts=texts)
 
 
-def mlflow_runs_note(tracking: TrackingParams, experiment: str, runs: Sequence[tuple[str, str]]) -> list[str]:
-    """Where this study's runs are in MLflow: the report names them, so a reader can open each one."""
-    if not runs:
-        return []
+def mlflow_runs_note(tracking: TrackingParams, experiment: str) -> list[str]:
+    """Where this study's runs are in MLflow. No run ids, study names or times: the report is a DVC output, and
+    identical runs must write identical bytes (dvc.lock stays clean); the study run it is logged to names them."""
     if tracking.uri.startswith("http"):
         where = experiment_page(tracking.uri, experiment)
     else:
         local = experiment_page("http://127.0.0.1:5000", experiment)
         where = f"mlflow ui --backend-store-uri {tracking.uri}, then {local}"
-    listed = "; ".join(f"{name}: {run_id}" for name, run_id in runs)
-    return [f"MLflow runs of this study (experiment {tracking.experiment}, open with {where}): {listed}."]
+    return [
+        f"MLflow (experiment {tracking.experiment}, open with {where}): this report is an artifact of the study's "
+        "run, which carries the headline, with a nested run per stage."
+    ]
