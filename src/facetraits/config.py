@@ -196,6 +196,22 @@ class TrainParams:
     ridge_alphas: list[Annotated[Float, Field(gt=0)]] = Field(
         default_factory=lambda: [10.0**power for power in range(-1, 7)], min_length=1
     )
+    # probe protocol: the feature blocks the ridge sees, the ImageNet backbone's first; face_embedding and
+    # face_landmarks are dlib's (pip install -e '.[faces]'; docs/real-faces.md). Each block is standardized
+    probe_blocks: list[Literal["backbone", "face_embedding", "face_landmarks"]] = Field(
+        default_factory=lambda: ["backbone"], min_length=1
+    )
+    # and weighted by one of these factors against the backbone's 1 (every combination tried, the best mean val r kept)
+    probe_block_weights: list[Annotated[Float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.5, 1.0, 2.0], min_length=1
+    )
+
+    @field_validator("probe_blocks")
+    @classmethod
+    def _backbone_first(cls, blocks: list[str]) -> list[str]:
+        if blocks[0] != "backbone" or len(set(blocks)) != len(blocks):
+            raise ValueError(f"must start with 'backbone' and name each block once, not {blocks}")
+        return blocks
 
     @property
     def refits_on_val(self) -> bool:
@@ -314,12 +330,14 @@ class ExplainParams:
     noise_stdev: Float = Field(0.1, ge=0)
     gallery_faces: Int = Field(2, ge=1)
     mean_faces: Int | None = Field(10, ge=1)
-    score_faces: Int = Field(3, ge=1)
+    score_faces: Int = Field(10, ge=1)
     curve_steps: Int = Field(8, ge=2)
     randomize_blocks: Int = Field(1, ge=0, le=5)
     sanity_threshold: Float = Field(0.5, ge=-1, le=1)
     batch_size: Int = Field(16, ge=1)
     seed: Int = Field(42, ge=0)  # with each face's row, seeds that face's samples and tie-breaks
+    confidence: Float = Field(0.95, gt=0, lt=1)  # of the scores' bootstrap intervals over faces
+    bootstrap_resamples: Int = Field(2000, ge=100)
 
     @field_validator("methods")
     @classmethod

@@ -7,12 +7,14 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from scipy.stats import bootstrap, wilcoxon
 
 from facetraits.explain.maps import image_batch
 from facetraits.explain.methods.base import baseline_images
 from facetraits.explain.scores.faithfulness import _step_masks, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
+from facetraits.explain.scores.spread import mean_interval, randomization_p
 from tests.explain.conftest import mouth_only_net
 from tests.explain.test_methods import vgg_net
 
@@ -183,3 +185,31 @@ def test_a_randomized_map_flattened_to_zero_counts_as_changed() -> None:
     randomized = np.zeros_like(trained)
     assert np.isnan(map_rank_correlation(trained, randomized)).all()
     np.testing.assert_array_equal(maps_changed(trained, randomized, 0.5), [1.0, 1.0, np.nan])
+
+
+def test_mean_interval_of_one_group_is_the_percentile_bootstrap_of_its_mean() -> None:
+    values = np.random.default_rng(0).normal(0.4, 0.1, size=50)
+    reference = bootstrap((values,), np.mean, n_resamples=20000, method="percentile", random_state=1)
+    low, high = mean_interval([values], confidence=0.95, resamples=20000, seed=2)
+    ci = reference.confidence_interval
+    assert low == pytest.approx(ci.low, abs=0.005) and high == pytest.approx(ci.high, abs=0.005)
+    assert low < values.mean() < high
+
+
+def test_mean_interval_resamples_each_attribute_on_its_own_faces() -> None:
+    """The mean of two attributes' means, one of them constant: the interval is half as wide as the other's
+    alone (the mean's spread halves); NaN faces are left out, and no defined face gives no interval."""
+    varying = np.random.default_rng(3).normal(0.0, 1.0, size=40)
+    alone = np.subtract(*mean_interval([varying], 0.95, 20000, 4)[::-1])
+    constant = np.array([0.7] * 40 + [np.nan])
+    both = np.subtract(*mean_interval([varying, constant], 0.95, 20000, 4)[::-1])
+    assert both == pytest.approx(alone / 2, rel=0.05)
+    assert all(np.isnan(mean_interval([np.array([np.nan])], 0.95, 100, 0)))
+
+
+def test_randomization_p_tests_the_correlations_against_the_threshold() -> None:
+    below = np.array([0.1, 0.2, -0.1, 0.05, 0.3, 0.0, 0.15, 0.25, 0.12, np.nan])
+    assert randomization_p(below, 0.5) == pytest.approx(wilcoxon(below[:-1] - 0.5, alternative="less").pvalue)
+    assert randomization_p(below, 0.5) < 0.01
+    assert randomization_p(below + 0.6, 0.5) > 0.9  # maps that survive randomization: no evidence they changed
+    assert np.isnan(randomization_p(np.array([0.1]), 0.5))

@@ -138,7 +138,7 @@ def test_outputs_hold_galleries_raw_maps_mean_maps_and_scores(faces, mouth_regio
     out = tmp_path / "explain"
     (out / "stale.txt").parent.mkdir()
     (out / "stale.txt").write_text("from an earlier run")
-    outputs = write_explain_outputs(faces, explanations, out)
+    outputs = write_explain_outputs(faces, explanations, out, PARAMS)
     assert not (out / "stale.txt").exists(), "the folder is replaced as a whole"
     scores = json.loads((out / "scores.json").read_text())
     assert scores == outputs.scores

@@ -39,6 +39,17 @@ def test_every_attribute_and_method_has_gallery_maps_and_scores(explained) -> No
     assert (out / "mean_heatmaps.png").is_file()
 
 
+def test_every_score_has_its_interval_and_the_randomization_check_its_test(explained) -> None:
+    scores = json.loads((explained["explain"] / "scores.json").read_text())
+    entries = [scores["mean"][m] for m in EXPLAIN["methods"]]
+    entries += [scores["attributes"][a][m] for a in ("happy", "dominant") for m in EXPLAIN["methods"]]
+    for entry in entries:
+        for key in ("deletion_auc", "insertion_auc", "randomization_rank_corr", "mass_accuracy"):
+            value, low, high = entry[key], entry[f"{key}_ci_low"], entry[f"{key}_ci_high"]
+            assert (value is None and low is None and high is None) or low <= value <= high, (key, entry)
+        assert entry["randomization_p"] is None or 0 < entry["randomization_p"] <= 1
+
+
 def test_mlflow_charts_each_methods_means_and_holds_the_per_attribute_files(explained) -> None:
     client, run = explained["client"], explained["explain_run"]
     assert run.info.status == "FINISHED"

@@ -16,6 +16,7 @@ from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError
 from facetraits.explain.figures import heatmap_gallery, mean_heatmap_grid
 from facetraits.explain.maps import RunningMean
+from facetraits.explain.scores.spread import mean_interval, randomization_p
 from facetraits.explain.study import AttributeExplanation, explain_study, mean_defined
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json
@@ -36,21 +37,32 @@ class ExplainOutputs:
     maps_per_s: dict[str, float]  # per method, mean over attributes
 
 
-def scores_summary(explanations: Sequence[AttributeExplanation]) -> dict[str, Any]:
-    """Per attribute and method, plus each method's mean over attributes (what `dvc metrics show` compares)."""
+def scores_summary(explanations: Sequence[AttributeExplanation], params: ExplainParams) -> dict[str, Any]:
+    """Per attribute and method, plus each method's mean over attributes (what `dvc metrics show` compares), each
+    mean with its bootstrap interval over the scored faces and the randomization test over every scored face."""
     attributes: dict[str, Any] = {}
     by_method: dict[str, dict[str, list[float]]] = {}
+    faces: dict[str, dict[str, list[np.ndarray]]] = {}
     for explanation in explanations:
         entry: dict[str, Any] = {"reference": {k: json_number(v) for k, v in explanation.reference_scores.items()}}
         for result in explanation.methods:
             entry[result.method] = {k: json_number(v) for k, v in result.scores.items()}
+            for key, values in result.face_scores.items():
+                faces.setdefault(result.method, {}).setdefault(key, []).append(values)
             for key, value in result.scores.items():
-                by_method.setdefault(result.method, {}).setdefault(key, []).append(value)
+                if key in result.face_scores or key in ("curve_faces", "rank_accuracy", "randomization_passed"):
+                    by_method.setdefault(result.method, {}).setdefault(key, []).append(value)
         attributes[explanation.attribute] = entry
     means = {
         method: {key: json_number(mean_defined(np.asarray(values))) for key, values in scores.items()}
         for method, scores in by_method.items()
     }  # fmt: skip
+    for method, per_key in faces.items():
+        for key, groups in per_key.items():
+            low, high = mean_interval(groups, params.confidence, params.bootstrap_resamples, params.seed)
+            means[method] |= {f"{key}_ci_low": json_number(low), f"{key}_ci_high": json_number(high)}
+        pooled = np.concatenate(per_key["randomization_rank_corr"])
+        means[method]["randomization_p"] = json_number(randomization_p(pooled, params.sanity_threshold))
     return {"mean": means, "attributes": attributes}
 
 
@@ -99,14 +111,14 @@ def _faces_table(data: PreparedData, explanation: AttributeExplanation) -> pd.Da
 
 
 def write_explain_outputs(
-    data: PreparedData, explanations: Sequence[AttributeExplanation], out_dir: Path
+    data: PreparedData, explanations: Sequence[AttributeExplanation], out_dir: Path, params: ExplainParams
 ) -> ExplainOutputs:
     """Swapped in as a whole: a failed run leaves the previous results/explain untouched.
 
     maps.npy holds the kept faces' maps (gallery and scored, rows as in faces.csv); the mean maps are
     drawn over the mean face of the test split.
     """
-    summary = scores_summary(explanations)
+    summary = scores_summary(explanations, params)
     test_rows = data.indices("test")
     background = mean_face(data.images, test_rows)
     means: dict[str, dict[str, np.ndarray]] = {}
@@ -162,7 +174,7 @@ def explain_stage(
         raise ConfigError(
             f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"
         )
-    outputs = write_explain_outputs(data, explanations, out_dir)
+    outputs = write_explain_outputs(data, explanations, out_dir, params)
     artifacts = [  # the maps as .npy stay in the DVC output: MLflow's UI cannot show them
         (path, f"explain/{path.parent.relative_to(out_dir).as_posix()}")
         for e in explanations

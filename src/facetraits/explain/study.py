@@ -20,6 +20,7 @@ from facetraits.explain.methods.base import baseline_images
 from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
+from facetraits.explain.scores.spread import mean_interval, randomization_p
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.inference import predict_images
 
@@ -81,6 +82,7 @@ class MethodMaps:
     mean_map: np.ndarray  # (H, W): mean of unit-sum maps over selection.mean_rows
     maps_per_s: float  # MLflow only: a timing in the DVC metrics would differ on every run
     scores: dict[str, float] = field(default_factory=dict)
+    face_scores: dict[str, np.ndarray] = field(default_factory=dict)  # per face, NaN where undefined: intervals
 
 
 @dataclass
@@ -100,7 +102,7 @@ def mean_defined(values: np.ndarray) -> float:
 def _curve_scores(
     net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, maps: np.ndarray, targets: Sequence[int],
     params: ExplainParams, precision: str,
-) -> list[dict[str, float]]:  # fmt: skip
+) -> list[PerturbationCurves]:  # fmt: skip
     """Deletion / insertion over `rows`, `batch_size` faces at a time, for each of `targets`."""
     device = next(net.parameters()).device
     parts = []
@@ -112,12 +114,12 @@ def _curve_scores(
             baseline_images(images, params.baseline, params.blur_sigma), targets, params.curve_steps,
             params.batch_size, chunk.tolist(), params.seed, precision,
         ))  # fmt: skip
-    scores = []
-    for per_target in zip(*parts, strict=True):
-        curves = PerturbationCurves.concatenate(per_target)
-        auc = {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc()}
-        scores.append({**auc, "curve_faces": float(curves.used)})
-    return scores
+    return [PerturbationCurves.concatenate(per_target) for per_target in zip(*parts, strict=True)]
+
+
+def _auc_scores(curves: PerturbationCurves) -> dict[str, float]:
+    aucs = {"deletion_auc": curves.deletion_auc(), "insertion_auc": curves.insertion_auc()}
+    return {**aucs, "curve_faces": float(curves.used)}
 
 
 def random_order_scores(
@@ -131,8 +133,8 @@ def random_order_scores(
     """
     noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
     targets = [net.attributes.index(attribute) for attribute in attributes]
-    scores = _curve_scores(net, data, scored_rows, noise, targets, params, precision)
-    return {a: {f"random_{k}": v for k, v in s.items()} for a, s in zip(attributes, scores, strict=True)}
+    curves = _curve_scores(net, data, scored_rows, noise, targets, params, precision)
+    return {a: {f"random_{k}": v for k, v in _auc_scores(c).items()} for a, c in zip(attributes, curves, strict=True)}
 
 
 def _explain_method(
@@ -150,7 +152,7 @@ def _explain_method(
     """One pass over the mapped faces: the mean map and ground-truth scores accumulate, kept maps are stored."""
     target = net.attributes.index(attribute)
     kept = np.zeros((len(selection.rows), *data.images.shape[1:3]), dtype=np.float32)
-    mean_map, mass, rank = RunningMean(), RunningMean(), RunningMean()
+    mean_map, mass, rank = RunningMean(), [], RunningMean()
     method, mapped = build_method(name, net, params), selection.mapped
     started = time.perf_counter()
     for rows, maps in map_batches(method, data.images, mapped, target, params.batch_size, progress):
@@ -160,19 +162,27 @@ def _explain_method(
         mean_map.add(unit_sum(maps[averaged]))
         if masks is not None:
             truth = masks(rows[averaged])
-            mass.add(relevance_mass_accuracy(maps[averaged], truth))
+            mass.append(relevance_mass_accuracy(maps[averaged], truth))
             rank.add(relevance_rank_accuracy(maps[averaged], truth))
     maps_per_s = len(mapped) / (time.perf_counter() - started)
     scored_rows, scored_maps = selection.rows[selection.scored], kept[selection.scored]
-    (scores,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision)
+    (curves,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision)
+    scores, face_scores = _auc_scores(curves), curves.face_aucs()
     randomized_maps = attribution_maps(
         build_method(name, randomized, params), data.images, scored_rows, target, params.batch_size, progress
     )
-    scores["randomization_rank_corr"] = mean_defined(map_rank_correlation(scored_maps, randomized_maps))
+    face_scores["randomization_rank_corr"] = map_rank_correlation(scored_maps, randomized_maps)
+    scores["randomization_rank_corr"] = mean_defined(face_scores["randomization_rank_corr"])
     scores["randomization_passed"] = mean_defined(maps_changed(scored_maps, randomized_maps, params.sanity_threshold))
+    scores["randomization_p"] = randomization_p(face_scores["randomization_rank_corr"], params.sanity_threshold)
     if masks is not None:
-        scores["mass_accuracy"], scores["rank_accuracy"] = float(mass.mean()), float(rank.mean())
-    return MethodMaps(attribute, name, kept, np.asarray(mean_map.mean()), maps_per_s, scores)
+        face_scores["mass_accuracy"] = np.concatenate(mass) if mass else np.array([])
+        scores["mass_accuracy"], scores["rank_accuracy"] = mean_defined(face_scores["mass_accuracy"]), float(rank.mean())
+    for key, values in face_scores.items():
+        scores[f"{key}_ci_low"], scores[f"{key}_ci_high"] = mean_interval(
+            [values], params.confidence, params.bootstrap_resamples, params.seed
+        )
+    return MethodMaps(attribute, name, kept, np.asarray(mean_map.mean()), maps_per_s, scores, face_scores)
 
 
 def explain_attribute(

@@ -19,7 +19,7 @@ from facetraits.errors import DataError
 from facetraits.numbers import json_number
 
 MAIN, HANDCRAFTED_KEY, HUMAN_CEILING_KEY = "main", "handcrafted", "human_ceiling"
-EXPLAIN_SCORES = ("deletion_auc", "insertion_auc", "randomization_passed", "mass_accuracy")
+EXPLAIN_SCORES = ("deletion_auc", "insertion_auc", "randomization_p", "mass_accuracy")
 MEAN_R_INTERVAL_KEYS = ("test_r_mean_ci_low", "test_r_mean_ci_high")
 
 

@@ -237,26 +237,37 @@ EXPLANATION_COLUMNS = {
     "deletion_auc": "deletion AUC (lower is better)",
     "insertion_auc": "insertion AUC (higher is better)",
     "randomization_rank_corr": "randomization rank r (lower is better)",
-    "randomization_passed": "share of faces passing randomization",
+    "randomization_p": "randomization test p",
     "mass_accuracy": "relevance mass accuracy",
     "rank_accuracy": "relevance rank accuracy",
 }
 
 
+def _explanation_cell(values: Mapping[str, float | None], key: str) -> str:
+    def get(name: str) -> float:
+        value = values.get(name)
+        return math.nan if value is None else float(value)
+
+    if key == "randomization_p":
+        return MISSING if math.isnan(get(key)) else p_value(get(key))
+    return with_interval(get(key), get(f"{key}_ci_low"), get(f"{key}_ci_high"))
+
+
 def explanation_blocks(scores: Mapping[str, Mapping[str, float | None]]) -> tuple[Block, ...]:
-    """Each attribution method's scores, averaged over attributes (scores.json's `mean`)."""
+    """Each attribution method's scores, averaged over attributes (scores.json's `mean`), with their bootstrap
+    intervals over the scored faces."""
     shown = [key for key in EXPLANATION_COLUMNS if any(key in values for values in scores.values())]
     rows = tuple(
-        (method.replace("_", " "), *(number(math.nan if values.get(k) is None else float(values[k])) for k in shown))
-        for method, values in scores.items()
+        (method.replace("_", " "), *(_explanation_cell(values, k) for k in shown)) for method, values in scores.items()
     )
     return (
         "How to read this: deletion / insertion AUC track the prediction as the pixels a map ranks first are "
         "removed / restored (a faithful map: low deletion, high insertion); the randomization rank r compares "
         "the map with that of a model whose top layers were re-initialized (a map that depends on what the model "
-        "learned changes: low r); relevance accuracy (synthetic faces only) is the share of relevance inside the "
-        "regions the attribute is drawn from. Means over attributes; per-attribute values are in "
-        "explain/scores.json.",
+        "learned changes: low r), and its test p (one-sided Wilcoxon over every scored face) is small when the "
+        "maps do change; relevance accuracy (synthetic faces only) is the share of relevance inside the regions "
+        "the attribute is drawn from. Means over attributes, each with its bootstrap interval over the scored "
+        "faces; per-attribute values are in explain/scores.json.",
         TextTable(header=("method", *(EXPLANATION_COLUMNS[k] for k in shown)), rows=rows, align="l" + "r" * len(shown)),
     )
 

@@ -37,12 +37,20 @@ class PerturbationCurves:
     def insertion_auc(self) -> float:
         return _mean_auc(self.insertion)
 
+    def face_aucs(self) -> dict[str, np.ndarray]:
+        """Each face's deletion and insertion AUC (NaN for a face left out): what intervals are drawn from."""
+        return {"deletion_auc": _face_aucs(self.deletion), "insertion_auc": _face_aucs(self.insertion)}
+
     @staticmethod
     def concatenate(parts: Sequence[PerturbationCurves]) -> PerturbationCurves:
         """The curves of faces scored batch by batch, as one set."""
         return PerturbationCurves(
             np.concatenate([p.deletion for p in parts]), np.concatenate([p.insertion for p in parts])
         )
+
+
+def _face_aucs(curves: np.ndarray) -> np.ndarray:
+    return np.trapezoid(curves, np.linspace(0.0, 1.0, curves.shape[1]), axis=1)
 
 
 def _mean_auc(curves: np.ndarray) -> float:
