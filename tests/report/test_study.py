@@ -117,12 +117,3 @@ def test_intervals_come_from_each_methods_test_predictions(tmp_path: Path) -> No
     assert (table["quantity"] == "r difference: VGG16 - VGG16, no_augment").sum() == len(ATTRIBUTES) + 1
 
 
-def test_predictions_that_score_otherwise_than_the_metrics_file_are_stale(tmp_path: Path) -> None:
-    data = prepared(tmp_path)
-    write_predictions(tmp_path, data, {"handcrafted": 3.0, "train": 0.5, "variant": 1.0})
-    metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
-    metrics["test"]["pearson"]["happy"] -= 0.1
-    (tmp_path / "train" / "metrics.json").write_text(json.dumps(metrics))
-    methods = collect_methods(tmp_path, "VGG16", VARIANTS)
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train' / 'predictions.csv'}: its test r differs")):
-        build_report(ATTRIBUTES, None, methods, data, BootstrapSettings(100, 0.95, 0))
