@@ -18,6 +18,7 @@ from skimage.util import img_as_ubyte
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
+from tqdm.auto import tqdm
 
 from facetraits.batching import batches
 from facetraits.errors import DataError
@@ -49,10 +50,12 @@ def handcrafted_features(
             f"images of {images.shape[1]}x{images.shape[2]} px are smaller than one HOG block ({smallest} px)"
         )
     settings = (hist_bins, lbp_points, lbp_radius, hog_orientations, hog_cell)
-    chunks = Parallel(n_jobs=n_jobs)(
-        delayed(_chunk_features)(np.asarray(images[part]), *settings) for part in batches(len(images), CHUNK_FACES)
+    parts = list(batches(len(images), CHUNK_FACES))
+    chunks = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_chunk_features)(np.asarray(images[part]), *settings) for part in parts
     )
-    return np.concatenate(chunks)
+    shown = tqdm(chunks, total=len(parts), desc="hand-crafted features", unit="chunk", disable=len(parts) < 2)
+    return np.concatenate(list(shown))
 
 
 def _chunk_features(
@@ -130,7 +133,8 @@ def fit_svr_baseline(
     chosen_c, val_pearson = [], []
     kernel_rows, kernel = np.empty(0, dtype=np.int64), np.empty((0, 0))
     refit_kernel_rows, refit_kernel = kernel_rows, kernel
-    for column in range(targets.shape[1]):
+    columns = tqdm(range(targets.shape[1]), desc="hand-crafted SVR", unit="attribute", disable=targets.shape[1] < 2)
+    for column in columns:
         rating = targets[:, column]
         fit_rows = train_rows[np.isfinite(rating[train_rows])]
         select_rows = val_rows[np.isfinite(rating[val_rows])]
