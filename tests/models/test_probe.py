@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.linear_model import Ridge
 
+from facetraits.errors import ConfigError
 from facetraits.models.face_module import load_module
 from facetraits.models.probe import fit_ridge_probe, refit_ridge_probe
 from facetraits.models.inference import backbone_features
@@ -128,3 +129,61 @@ def test_the_same_probe_in_two_folders_writes_the_same_bytes(tiny_data, tmp_path
     written = folder_bytes(first)
     assert set(written) == {"best.ckpt", "probe.json"} and written == folder_bytes(second)
     assert not any("seconds" in key for key in json.loads(written["probe.json"]))  # timings go to MLflow only
+
+
+def test_fused_blocks_keep_the_weighting_with_the_best_mean_val_r_and_equal_sklearn_ridge_on_weighted_blocks() -> None:
+    rng = np.random.default_rng(3)
+    x, val = _features(rng, 60), _features(rng, 30)
+    widths, grid = [25, 15], [0.25, 4.0]
+    weights = np.zeros((40, 2))
+    weights[30:34] = rng.normal(size=(4, 2)) * 3  # the signal lies in the second block
+    y, val_y = x @ weights + rng.normal(size=(60, 2)), val @ weights + rng.normal(size=(30, 2))
+    probe = fit_ridge_probe(x, y, val, val_y, ALPHAS, widths, grid)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    best_scores = {}
+    for factor in grid:
+        columns = np.repeat([1.0, factor], widths)
+        z, val_z = (x - mean) / scale * columns, (val - mean) / scale * columns
+        fits = [[Ridge(alpha=a).fit(z, y[:, c]).predict(val_z) for a in ALPHAS] for c in range(2)]
+        scores = np.array([[np.corrcoef(p, val_y[:, c])[0, 1] for p in fits[c]] for c in range(2)])
+        best_scores[factor] = scores.max(axis=1).mean()
+        if factor == probe.block_weights[1]:
+            np.testing.assert_allclose(probe.val_pearson, scores, atol=1e-8)
+            chosen = [fits[c][ALPHAS.index(probe.alpha[c])] for c in range(2)]
+            np.testing.assert_allclose(probe.predict(val), np.stack(chosen, axis=1), rtol=1e-4, atol=1e-4)
+    assert probe.block_weights == (1.0, max(best_scores, key=best_scores.get))
+    assert best_scores[4.0] > best_scores[0.25]  # the weighting that favours the informative block wins
+
+
+def test_one_block_is_fitted_exactly_as_without_blocks_and_a_refit_keeps_the_block_weights() -> None:
+    rng = np.random.default_rng(4)
+    x, val = _features(rng, 50), _features(rng, 20)
+    y, val_y = x[:, :3] + rng.normal(size=(50, 3)), val[:, :3] + rng.normal(size=(20, 3))
+    plain = fit_ridge_probe(x, y, val, val_y, ALPHAS)
+    one_block = fit_ridge_probe(x, y, val, val_y, ALPHAS, [40], [0.5, 2.0])
+    np.testing.assert_array_equal(plain.weight, one_block.weight)
+    np.testing.assert_array_equal(plain.bias, one_block.bias)
+    assert one_block.block_weights == (1.0,)
+    fused = fit_ridge_probe(x, y, val, val_y, ALPHAS, [30, 10], [0.5, 2.0])
+    both, both_y = np.vstack([x, val]), np.vstack([y, val_y])
+    refitted = refit_ridge_probe(fused, both, both_y, [30, 10])
+    assert refitted.block_weights == fused.block_weights
+    columns = np.repeat(fused.block_weights, [30, 10])
+    z = (both - both.mean(axis=0)) / both.std(axis=0) * columns
+    for column in range(3):
+        expected = Ridge(alpha=fused.alpha[column]).fit(z, both_y[:, column]).predict(z)
+        np.testing.assert_allclose(refitted.predict(both)[:, column], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        (["face_embedding", "backbone"], "must start with 'backbone'"),
+        (["backbone", "face_landmarks", "face_landmarks"], "name each block once"),
+        (["backbone", "face_mesh"], "face_mesh"),
+    ],
+)
+def test_probe_blocks_are_checked_when_params_are_read(blocks, message) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        tiny_params(train={"protocol": "probe", "probe_blocks": blocks})
+    assert "train.probe_blocks" in str(raised.value)

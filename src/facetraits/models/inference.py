@@ -72,14 +72,21 @@ def build_net(
     image_size: int,
     model: dict[str, Any],
 ) -> FaceTraitsNet:
-    """The network a checkpoint's hyperparameters describe (pool and hflip_average absent from older ones)."""
+    """The network a checkpoint's hyperparameters describe (pool and hflip_average absent from older ones;
+    face_blocks only in a fused probe's)."""
     backbone = build_backbone(
         model["backbone"], model["weights"], model["trainable_blocks"], image_size, model.get("pool", "avg")
     )
-    heads = build_heads(model["head"], backbone.feature_dim, len(attributes), model["head_hidden"], model["dropout"])
+    face_blocks = None
+    if model.get("face_blocks"):
+        from facetraits.models.components.face_features import FaceBlocks  # dlib: only for a model that uses it
+
+        face_blocks = FaceBlocks(model["face_blocks"])
+    width = backbone.feature_dim + (0 if face_blocks is None else face_blocks.feature_dim)
+    heads = build_heads(model["head"], width, len(attributes), model["head_hidden"], model["dropout"])
     return FaceTraitsNet(
         backbone, heads, torch.tensor(target_mean), torch.tensor(target_std), attributes, image_size,
-        model.get("hflip_average", False),
+        model.get("hflip_average", False), face_blocks,
     )  # fmt: skip
 
 
@@ -151,7 +158,7 @@ def backbone_features(
 ) -> np.ndarray:
     """(N, D) pooled backbone features of uint8 faces: what the probe, the sweep's frozen-backbone trials and
     the manifold maps use."""
-    return _outputs(net, images, net.backbone.feature_dim, batch_size, net.features, precision)
+    return _outputs(net, images, net.feature_dim, batch_size, net.features, precision)
 
 
 @torch.no_grad()

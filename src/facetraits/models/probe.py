@@ -1,12 +1,15 @@
 """Linear probe: closed-form ridge regression per attribute on frozen, standardized backbone features.
 
 One eigendecomposition of the train features' Gram matrix gives the ridge solution for every penalty and attribute at once; each
-attribute keeps the penalty with the best validation Pearson r. The fitted map is folded into a plain
-linear head, so the probe is saved and used as any other model of the project.
+attribute keeps the penalty with the best validation Pearson r. Several feature blocks (the ImageNet backbone's and
+dlib's face features) are fused by weighting each standardized block: one eigendecomposition per weighting, the
+weighting with the best mean validation r kept. The fitted map is folded into a plain linear head, so the probe is
+saved and used as any other model of the project.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ class RidgeProbe:
     bias: np.ndarray  # (A,)
     alpha: np.ndarray  # (A,) the penalty chosen per attribute
     val_pearson: np.ndarray  # (A, len(alphas)) validation r of every penalty, the evidence for the choice
+    block_weights: tuple[float, ...] = (1.0,)  # each feature block's weight on standardized features, chosen on val
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weight.T + self.bias
@@ -77,7 +81,9 @@ class _RidgePath:
         standardized = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
         return np.einsum("nd,lda->lna", standardized, self.coefficients, optimize=True) + self.intercepts[:, None, :]
 
-    def probe(self, chosen: np.ndarray, alphas: np.ndarray, val_pearson: np.ndarray) -> RidgeProbe:
+    def probe(
+        self, chosen: np.ndarray, alphas: np.ndarray, val_pearson: np.ndarray, block_weights: tuple[float, ...] = (1.0,)
+    ) -> RidgeProbe:
         """The probe whose attribute a uses penalty alphas[chosen[a]], folded back onto raw features."""
         attributes = np.arange(len(chosen))
         weight = self.coefficients[chosen, :, attributes] / self.scale  # (A, D)
@@ -86,16 +92,29 @@ class _RidgePath:
             bias=(self.intercepts[chosen, attributes] - weight @ self.mean).astype(np.float32),
             alpha=alphas[chosen],
             val_pearson=val_pearson,
+            block_weights=block_weights,
         )
 
 
-def _ridge_path(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray) -> _RidgePath:
-    """Targets may hold NaN (an unrated face): each attribute is fitted on the faces it has."""
+def _column_weights(block_widths: Sequence[int], block_weights: Sequence[float]) -> np.ndarray | None:
+    """Each feature column's weight, its block's; None for one block (plain standardization, as before fusion)."""
+    if len(block_widths) != len(block_weights):
+        raise ValueError(f"{len(block_widths)} feature blocks but {len(block_weights)} block weights")
+    return None if len(block_widths) == 1 else np.repeat(np.asarray(block_weights, dtype=np.float64), block_widths)
+
+
+def _ridge_path(
+    features: np.ndarray, targets: np.ndarray, alphas: np.ndarray, column_weights: np.ndarray | None = None
+) -> _RidgePath:
+    """Targets may hold NaN (an unrated face): each attribute is fitted on the faces it has. Standardized columns
+    are multiplied by `column_weights`: a weight w shrinks that column's penalty by w squared."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets, dtype=np.float64)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
+    if column_weights is not None:
+        scale = scale / column_weights
     standardized = (x - mean) / scale
     n_attributes = y.shape[1]
     coefficients = np.zeros((len(alphas), x.shape[1], n_attributes))
@@ -122,22 +141,38 @@ def fit_ridge_probe(
     val_features: np.ndarray,
     val_targets: np.ndarray,
     alphas: Sequence[float],
+    block_widths: Sequence[int] | None = None,
+    weight_grid: Sequence[float] = (1.0,),
 ) -> RidgeProbe:
     """Per attribute: ridge on standardized features, the penalty chosen by validation Pearson r.
 
-    Targets may hold NaN (an unrated face): each attribute is fitted on the train faces it has.
+    Features may be several blocks side by side (`block_widths` columns each, the first the reference): every
+    combination of `weight_grid` factors for the other blocks is fitted, and the one whose attributes reach the
+    best mean validation r is kept. Targets may hold NaN (an unrated face): each attribute is fitted on the train
+    faces it has.
     """
     alphas = np.asarray(sorted(alphas), dtype=np.float64)
-    path = _ridge_path(train_features, train_targets, alphas)
+    block_widths = [train_features.shape[1]] if block_widths is None else list(block_widths)
     val_targets = np.asarray(val_targets, dtype=np.float64)
-    val_pearson = np.stack([_pearson_columns(p, val_targets) for p in path.predict(val_features)], axis=1)
-    # the largest penalty among the best (reversed argmax): the simplest model the validation data support
-    best = len(alphas) - 1 - np.argmax(val_pearson[:, ::-1], axis=1)
-    return path.probe(best, alphas, val_pearson)
+    best_probe, best_score = None, -np.inf
+    for others in itertools.product(sorted(set(weight_grid)), repeat=len(block_widths) - 1):
+        block_weights = (1.0, *others)
+        path = _ridge_path(train_features, train_targets, alphas, _column_weights(block_widths, block_weights))
+        val_pearson = np.stack([_pearson_columns(p, val_targets) for p in path.predict(val_features)], axis=1)
+        # the largest penalty among the best (reversed argmax): the simplest model the validation data support
+        best = len(alphas) - 1 - np.argmax(val_pearson[:, ::-1], axis=1)
+        score = float(val_pearson.max(axis=1).mean())
+        if score > best_score:  # ties keep the earlier, smaller weights on the face blocks
+            best_probe, best_score = path.probe(best, alphas, val_pearson, block_weights), score
+    return best_probe
 
 
-def refit_ridge_probe(probe: RidgeProbe, features: np.ndarray, targets: np.ndarray) -> RidgeProbe:
-    """The same penalty per attribute, fitted anew on `features` (train and val faces once val has chosen them)."""
+def refit_ridge_probe(
+    probe: RidgeProbe, features: np.ndarray, targets: np.ndarray, block_widths: Sequence[int] | None = None
+) -> RidgeProbe:
+    """The same penalty per attribute and block weights, fitted anew on `features` (train and val faces once val
+    has chosen them)."""
     alphas = np.unique(probe.alpha)
-    path = _ridge_path(features, targets, alphas)
-    return path.probe(np.searchsorted(alphas, probe.alpha), alphas, probe.val_pearson)
+    block_widths = [features.shape[1]] if block_widths is None else list(block_widths)
+    path = _ridge_path(features, targets, alphas, _column_weights(block_widths, probe.block_weights))
+    return path.probe(np.searchsorted(alphas, probe.alpha), alphas, probe.val_pearson, probe.block_weights)

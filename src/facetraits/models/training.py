@@ -191,16 +191,18 @@ def _checkpoint_epoch(checkpoint: Path) -> int:
 
 
 def build_module(
-    data: PreparedData, attributes: Sequence[str], model: ModelParams, train: TrainParams, inputs: str = "images"
+    data: PreparedData, attributes: Sequence[str], model: ModelParams, train: TrainParams, inputs: str = "images",
+    face_blocks: Sequence[str] = (),
 ) -> FaceTraitsModule:
-    """A fresh module whose target statistics come from the faces it will learn from."""
+    """A fresh module whose target statistics come from the faces it will learn from (with dlib's `face_blocks`
+    beside the backbone for a fused probe)."""
     mean, std = target_statistics(data.faces, attributes, data.indices(*fit_splits(train)))
     return FaceTraitsModule(
         attributes=list(attributes),
         target_mean=mean,
         target_std=std,
         image_size=int(data.images.shape[1]),
-        model=dataclasses.asdict(model),
+        model={**dataclasses.asdict(model), **({"face_blocks": list(face_blocks)} if face_blocks else {})},
         optim=dataclasses.asdict(OptimSettings.of(train)),
         inputs=inputs,
     )
@@ -338,33 +340,44 @@ def fit_probe(
     checkpoint_dir: Path,
     logger: Logger | bool = False,
 ) -> FitResult:
-    """Ridge per attribute on the frozen backbone's pooled features, saved as a linear-head checkpoint.
+    """Ridge per attribute on the frozen backbone's pooled features (and dlib's face features named in
+    train.probe_blocks), saved as a linear-head checkpoint.
 
-    The checkpoint is an ordinary one (frozen backbone + linear head), scored by the same Lightning test
-    loop as a trained model. Penalties are chosen on the val split (ridge on the train faces); with
-    train.fit_on train+val each attribute's penalty is then refitted on both, and there is no val score.
+    The checkpoint is an ordinary one (frozen backbone [+ face blocks] + linear head), scored by the same Lightning
+    test loop as a trained model. Penalties and block weights are chosen on the val split (ridge on the train
+    faces); with train.fit_on train+val each attribute's penalty is then refitted on both, and there is no val score.
     """
     started = time.perf_counter()
     probe_model = dataclasses.replace(model, head="linear", trainable_blocks=0, dropout=0.0)
     single = dataclasses.replace(train, devices=1, num_nodes=1, strategy="auto")  # seconds of work: one process
     runtime = Runtime.resolve(single)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    module = build_module(data, attributes, probe_model, single)
+    face_blocks = train.probe_blocks[1:]
+    module = build_module(data, attributes, probe_model, single, face_blocks=face_blocks)
     if runtime.accelerator == "gpu":
         module = module.cuda()
+    undetected: tuple[int, ...] = ()
+    if face_blocks:  # in parallel processes first: the net's own face blocks then find them computed
+        from facetraits.models.components.face_features import BLOCK_DIMS, face_features
+
+        undetected = face_features(data.images, face_blocks, progress=train.progress_bar).undetected
     features = backbone_features(module.net, data.images, train.batch_size)  # fp32: the ridge is fitted exactly
     feature_seconds = time.perf_counter() - started
+    block_widths = [module.net.backbone.feature_dim]
+    if face_blocks:
+        block_widths += [BLOCK_DIMS[block] for block in face_blocks]
     columns = [data.attributes.index(a) for a in attributes]
     targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)[:, columns]
     standardized = (targets - module.net.target_mean.cpu().numpy()) / module.net.target_std.cpu().numpy()
     train_rows, val_rows = data.indices("train"), data.indices("val")
     fit_started = time.perf_counter()
     probe = fit_ridge_probe(
-        features[train_rows], standardized[train_rows], features[val_rows], standardized[val_rows], train.ridge_alphas
-    )
+        features[train_rows], standardized[train_rows], features[val_rows], standardized[val_rows], train.ridge_alphas,
+        block_widths, train.probe_block_weights,
+    )  # fmt: skip
     learned = data.indices(*fit_splits(train))
     if train.refits_on_val:
-        probe = refit_ridge_probe(probe, features[learned], standardized[learned])
+        probe = refit_ridge_probe(probe, features[learned], standardized[learned], block_widths)
     fit_seconds = time.perf_counter() - fit_started
     probe.load_into(module.net.heads)
     module = module.cpu()
@@ -386,6 +399,10 @@ def fit_probe(
         "alphas_tried": sorted(train.ridge_alphas),
         "features": int(features.shape[1]),
     }
+    if face_blocks:  # a backbone-only probe's file stays as it was
+        details["blocks"] = dict(zip(train.probe_blocks, block_widths, strict=True))
+        details["block_weights"] = dict(zip(train.probe_blocks, probe.block_weights, strict=True))
+        details["undetected_faces"] = data.faces["source_file"].iloc[list(undetected)].tolist()  # whole-image box used
     atomic_write_json(checkpoint_dir / "probe.json", details)  # a DVC output: no timings, which MLflow keeps
     if isinstance(logger, Logger):
         logger.log_metrics({"probe/fit_seconds": fit_seconds, "probe/feature_seconds": feature_seconds})

@@ -28,6 +28,7 @@ class FaceTraitsNet(nn.Module):
         attributes: Sequence[str],
         image_size: int,
         hflip_average: bool = False,
+        face_blocks: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.attributes = tuple(attributes)
@@ -35,6 +36,7 @@ class FaceTraitsNet(nn.Module):
         self.hflip_average = hflip_average
         self.backbone = backbone
         self.heads = heads
+        self.face_blocks = face_blocks  # dlib's face features beside the backbone's (a fused probe), or None
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.register_buffer("target_mean", target_mean.detach().clone().float())
@@ -46,12 +48,22 @@ class FaceTraitsNet(nn.Module):
 
         Faces are near-symmetric and ratings do not depend on the side: averaging both views is a test-time
         augmentation carried by the model itself, so every user of the model (predict, explain, manifold) gets
-        it. Training sees one view (random flips augment it) at half the cost.
+        it. Training sees one view (random flips augment it) at half the cost. Face blocks, when the model has
+        them, follow the backbone's features (they average the mirror image themselves).
         """
         normalized = (images - self.pixel_mean) / self.pixel_std
         if not self.hflip_average or self.training:
-            return self.backbone(normalized)
-        return (self.backbone(normalized) + self.backbone(normalized.flip(-1))) / 2
+            pooled = self.backbone(normalized)
+        else:
+            pooled = (self.backbone(normalized) + self.backbone(normalized.flip(-1))) / 2
+        if self.face_blocks is None:
+            return pooled
+        return torch.cat([pooled, self.face_blocks(images).to(pooled.dtype)], dim=1)
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of `features`: what the heads read."""
+        return self.backbone.feature_dim + (0 if self.face_blocks is None else self.face_blocks.feature_dim)
 
     def standardized(self, images: torch.Tensor) -> torch.Tensor:
         """Predictions in train-split z-units, the scale the loss works on."""
