@@ -3,6 +3,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
@@ -13,6 +14,7 @@ from facetraits.manifold.embedding import (
     embed,
     embed_maps,
     impute_with_means,
+    reduce_for_maps,
     standardize_columns,
 )
 
@@ -43,7 +45,6 @@ def test_standardize_gives_unit_columns_and_zeroes_constant_ones() -> None:
     scaled = standardize_columns(values)
     np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-12)
     np.testing.assert_allclose(scaled.std(axis=0), [1, 0, 1], atol=1e-12)
-    np.testing.assert_array_equal(standardize_columns(values, rows=np.array([0, 9])), scaled[[0, 9]])
     assert standardize_columns(values.astype(np.float32)).dtype == np.float32
 
 
@@ -140,3 +141,17 @@ def test_maps_drawn_in_two_processes_equal_the_maps_of_one() -> None:
         np.testing.assert_array_equal(one, two, err_msg=str(job))
         assert one.shape == (60, 2) and one_s >= 0 and two_s >= 0
     np.testing.assert_array_equal(serial[1][0], embed(values, "tsne", 2, 7, 10.0, 5, 8), err_msg="in jobs order")
+
+
+def test_a_pca_map_drawn_from_the_reduced_rows_is_the_pca_map_of_all_columns() -> None:
+    rng = np.random.default_rng(5)
+    # wide rows (as backbone features): a few strong directions and noise, more columns than faces
+    values = rng.normal(size=(120, 4)) * [9.0, 6.0, 4.0, 2.0] @ rng.normal(size=(4, 700)) + rng.normal(size=(120, 700))
+    coords = embed(values, "pca", 3, seed=0, pca_first=20)
+    full = PCA(n_components=3, svd_solver="full").fit_transform(standardize_columns(values))
+    for axis in range(3):
+        sign = np.sign(coords[:, axis] @ full[:, axis])
+        np.testing.assert_allclose(coords[:, axis], sign * full[:, axis], atol=1e-6 * np.abs(full).max())
+    assert reduce_for_maps(values, seed=0, pca_first=20).shape == (120, 20)
+    narrow = values[:, :10]  # no more columns than pca_first: mapped as they are, standardized
+    np.testing.assert_array_equal(reduce_for_maps(narrow, seed=0, pca_first=20), standardize_columns(narrow))

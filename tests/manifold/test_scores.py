@@ -1,7 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import StandardScaler
 
 from facetraits.data.synthetic import ATTRIBUTES
 from facetraits.errors import DataError
@@ -35,14 +37,23 @@ def test_trustworthiness_is_high_for_the_true_map_and_chance_for_noise() -> None
     assert 0.4 < random < 0.65
 
 
-def test_trustworthiness_subsample_is_seeded() -> None:
-    high, plane = plane_in_space()
-    first = map_trustworthiness(high, plane, n_neighbors=5, max_rows=60, seed=1)
-    assert first == map_trustworthiness(high, plane, n_neighbors=5, max_rows=60, seed=1)
-    assert first != map_trustworthiness(high, plane, n_neighbors=5, max_rows=60, seed=2)
-    assert first > 0.95
+def test_trustworthiness_equals_sklearns_on_every_face_and_estimates_it_from_a_sample() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    high, plane = plane_in_space(600)
+    high *= rng.uniform(0.1, 10, size=high.shape[1])  # columns of unequal spread: standardizing matters
+    low = plane + 0.3 * rng.normal(size=plane.shape)  # a blurred map: some false neighbours
+    exact = trustworthiness(StandardScaler().fit_transform(high), low, n_neighbors=10)
+    assert map_trustworthiness(high, low, n_neighbors=10) == pytest.approx(exact, abs=1e-12)
+    assert map_trustworthiness(high.astype(np.float32), low, n_neighbors=10) == pytest.approx(exact, abs=1e-4)
+    sampled = [map_trustworthiness(high, low, n_neighbors=10, max_queries=300, seed=seed) for seed in range(5)]
+    assert sampled[0] == map_trustworthiness(high, low, n_neighbors=10, max_queries=300, seed=0)
+    assert len(set(sampled)) == 5
+    assert max(abs(value - exact) for value in sampled) < 0.015  # standard error ~0.003 at 300 queries
+    assert 0.6 < exact < 0.95  # neither trivial nor chance, so the tolerance means something
     with pytest.raises(DataError, match="n_neighbors"):
-        map_trustworthiness(high, plane, n_neighbors=30, max_rows=60)
+        map_trustworthiness(high[:60], low[:60], n_neighbors=30)
+    with pytest.raises(DataError, match="finite"):
+        map_trustworthiness(np.where(high == high[0, 0], np.nan, high), low, n_neighbors=10)
 
 
 def test_knn_recovers_attributes_laid_out_on_the_map_not_on_noise() -> None:

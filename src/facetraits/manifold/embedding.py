@@ -56,15 +56,28 @@ def impute_with_means(values: np.ndarray, rows: np.ndarray, names: Sequence[str]
     return np.where(np.isnan(values), np.nanmean(reference, axis=0), values)
 
 
-def standardize_columns(values: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Zero mean, unit variance per column, scaled by all rows' statistics; `rows` picks which rows come back.
+def standardize_columns(values: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per column; float32 input stays float32 (10k x 25088 features are 1 GB a copy)."""
+    return StandardScaler().fit_transform(_checked_matrix(values))
 
-    Returning only a subsample spares a full scaled copy of wide features (10k x 25088 float32 is 1 GB);
-    float32 input stays float32 for the same reason.
+
+def reduce_for_maps(values: np.ndarray, seed: int, pca_first: int) -> np.ndarray:
+    """The standardized rows' top min(pca_first, D, N-1) principal components; no more columns than that: the
+    standardized rows themselves. What every map of a source is drawn from.
+
+    Computed once per source and shared by its maps: on wide backbone features (25,088 columns) the scaling and
+    the PCA were done again for each of a source's six maps, and a map process now receives N x 50 values, not
+    N x D (1 GB at 10,000 faces).
     """
-    matrix = _checked_matrix(values)
-    scaler = StandardScaler().fit(matrix)
-    return scaler.transform(matrix if rows is None else matrix[rows])
+    scaled = standardize_columns(values)
+    rows, columns = scaled.shape
+    if rows < MIN_ROWS:
+        raise DataError(f"values has {rows} rows; a map needs at least {MIN_ROWS} faces")
+    components = min(pca_first, columns, rows - 1)
+    if components >= columns:
+        return scaled
+    # copy=False: `scaled` is this function's own copy, so PCA centres it in place instead of copying it again
+    return PCA(n_components=components, random_state=seed, copy=False).fit_transform(scaled)
 
 
 def embed(
@@ -78,29 +91,39 @@ def embed(
 ) -> np.ndarray:
     """(N, dims) coordinates of the standardized rows; the same inputs give the same map bit for bit.
 
-    t-SNE and UMAP first see the top min(pca_first, D, N-1) principal components: it removes most of
-    the noise dimensions of wide backbone features and makes the neighbour search fast. Perplexity is
-    clamped below N/3 and UMAP's n_neighbors below N so tiny test sets still embed. t-SNE starts from
-    the PCA layout (it keeps the global arrangement), so its map hardly depends on the seed; UMAP's does.
-    3-D t-SNE needs a few hundred faces: below that its clusters come out blurred.
+    Every method sees the top min(pca_first, D, N-1) principal components (reduce_for_maps): it removes most
+    of the noise dimensions of wide backbone features and makes the neighbour search fast; a PCA map is their
+    first `dims` axes, as PCA of the full rows would give (up to sign). Perplexity is clamped below N/3 and
+    UMAP's n_neighbors below N so tiny test sets still embed. t-SNE starts from the PCA layout (it keeps the
+    global arrangement), so its map hardly depends on the seed; UMAP's does. 3-D t-SNE needs a few hundred
+    faces: below that its clusters come out blurred.
     """
-    if method not in METHODS:
-        raise ConfigError(f"manifold method must be one of {METHODS}, got {method!r}")
-    if not 1 <= dims <= MAX_DIMS:
-        raise ConfigError(f"manifold dims must be 1..{MAX_DIMS}, got {dims}")
-    scaled = standardize_columns(values)
-    rows, columns = scaled.shape
+    _check_method(method, dims)
+    return embed_reduced(reduce_for_maps(values, seed, pca_first), method, dims, seed, perplexity, n_neighbors)
+
+
+def embed_reduced(
+    reduced: np.ndarray, method: Method, dims: int, seed: int, perplexity: float = 30, n_neighbors: int = 15
+) -> np.ndarray:
+    """embed() of rows already reduced by reduce_for_maps."""
+    _check_method(method, dims)
+    rows, columns = reduced.shape
     if rows < max(MIN_ROWS, dims + 2):
         raise DataError(f"values has {rows} rows; a {dims}-D map needs at least {max(MIN_ROWS, dims + 2)} faces")
     if method == "pca":
         if dims > columns:
-            raise DataError(f"values has {columns} columns; a {dims}-D PCA map needs at least {dims}")
-        return PCA(n_components=dims, random_state=seed).fit_transform(scaled).astype(np.float64)
-    components = min(pca_first, columns, rows - 1)
-    reduced = PCA(n_components=components, random_state=seed).fit_transform(scaled) if components < columns else scaled
+            raise DataError(f"values has {columns} columns (at most pca_first); a {dims}-D PCA map needs {dims}")
+        return PCA(n_components=dims, random_state=seed).fit_transform(reduced).astype(np.float64)
     if method == "tsne":
         return _tsne(reduced, dims, seed, perplexity)
     return _umap(reduced, dims, seed, n_neighbors)
+
+
+def _check_method(method: str, dims: int) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"manifold method must be one of {METHODS}, got {method!r}")
+    if not 1 <= dims <= MAX_DIMS:
+        raise ConfigError(f"manifold dims must be 1..{MAX_DIMS}, got {dims}")
 
 
 def _tsne(reduced: np.ndarray, dims: int, seed: int, perplexity: float) -> np.ndarray:
@@ -150,16 +173,21 @@ class MapJob:
     n_neighbors: int
     pca_first: int
 
+    @property
+    def reduction(self) -> tuple[str, int, int]:
+        """What reduce_for_maps needs: maps of one source with one seed and pca_first share their reduced rows."""
+        return self.source, self.seed, self.pca_first
+
 
 def embed_each(
-    sources: Mapping[str, np.ndarray], jobs: Sequence[MapJob], progress: tqdm | None = None
+    reduced: Mapping[tuple[str, int, int], np.ndarray], jobs: Sequence[MapJob], progress: tqdm | None = None
 ) -> list[tuple[np.ndarray, float]]:
-    """Coordinates and seconds of each job, one after the other."""
+    """Coordinates and seconds of each job, one after the other, from its source's `reduced` rows (by job.reduction)."""
     done = []
     for job in jobs:
         start = time.perf_counter()
-        values = sources[job.source]
-        coords = embed(values, job.method, job.dims, job.seed, job.perplexity, job.n_neighbors, job.pca_first)
+        values = reduced[job.reduction]
+        coords = embed_reduced(values, job.method, job.dims, job.seed, job.perplexity, job.n_neighbors)
         done.append((coords, time.perf_counter() - start))
         if progress is not None:
             progress.update()
@@ -188,15 +216,19 @@ def embed_maps(
     """
     tasks = _tasks(jobs)
     workers = min(workers or len(os.sched_getaffinity(0)), len(tasks))
+    reduced: dict[tuple[str, int, int], np.ndarray] = {}  # each source scaled and reduced once, here
+    for job in jobs:
+        if job.reduction not in reduced:
+            reduced[job.reduction] = reduce_for_maps(sources[job.source], job.seed, job.pca_first)
     with tqdm(total=len(jobs), desc="manifold maps", unit="map", disable=not show_progress) as progress:
         if workers <= 1:
-            return embed_each(sources, jobs, progress)
+            return embed_each(reduced, jobs, progress)
         done: dict[int, tuple[np.ndarray, float]] = {}
         # spawn: the parent has started torch's and OpenMP's threads, which a forked child would inherit half-alive
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             submitted = {}
             for task in tasks:
-                needed = {jobs[i].source: sources[jobs[i].source] for i in task}
+                needed = {jobs[i].reduction: reduced[jobs[i].reduction] for i in task}
                 submitted[pool.submit(embed_each, needed, [jobs[i] for i in task])] = task
             for future in as_completed(submitted):
                 done.update(zip(submitted[future], future.result(), strict=True))
