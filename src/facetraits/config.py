@@ -330,7 +330,7 @@ class ExplainParams:
     noise_stdev: Float = Field(0.1, ge=0)
     gallery_faces: Int = Field(2, ge=1)
     mean_faces: Int | None = Field(10, ge=1)
-    score_faces: Int = Field(10, ge=1)
+    score_faces: Int = Field(5, ge=1)
     curve_steps: Int = Field(8, ge=2)
     randomize_blocks: Int = Field(1, ge=0, le=5)
     sanity_threshold: Float = Field(0.5, ge=-1, le=1)
