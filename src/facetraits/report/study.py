@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, MEAN_R_INTERVAL_KE
 from facetraits.report.intervals import BootstrapSettings, Intervals, bootstrap_intervals
 from facetraits.report.render import bar_chart, opening_summary, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
+from facetraits.spreadsheet import write_csv
 from facetraits.stage_result import StageResult
 from facetraits.tracking import StageRun, experiment_page, flatten_params, metric_key
 
@@ -236,7 +238,9 @@ def interval_table(report: Report) -> str:
     cells = cells.dropna(subset=["low", "high"], how="all").rename_axis(["attribute", "quantity"]).reset_index()
     differences = report.intervals.differences.rename(columns={"difference": "estimate"})
     differences.insert(1, "quantity", "r difference: " + differences.pop("first") + " - " + differences.pop("second"))
-    return pd.concat([cells, differences], ignore_index=True).to_csv(index=False, float_format="%.6g")
+    text = io.StringIO()  # through the one writer: an attribute or variant named "=..." stays text in a spreadsheet
+    write_csv(pd.concat([cells, differences], ignore_index=True), text, index=False, float_format="%.6g")
+    return text.getvalue()
 
 
 def report_stage(data: PreparedData, params: StudyParams, results: Path, run: StageRun | None = None) -> StageResult:
