@@ -200,7 +200,11 @@ def test_readme_marks_the_commands_a_newcomer_types() -> None:
 
 def test_make_study_is_dvc_repro_after_the_install() -> None:
     """The test stands in for `make study` with `dvc repro` in the project's interpreter: check that is what it runs."""
-    dry = subprocess.run(["make", "-n", "study"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    outside_make = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # make test
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "-n", "study"], cwd=REPO, env=outside_make, capture_output=True, text=True,
+        check=True,
+    ).stdout
     assert dry.strip().splitlines()[-1].endswith("dvc repro"), dry
 
 
