@@ -69,11 +69,28 @@ class OmiParams:
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)
+class MemorabilityColumns:
+    """Column names of the memorability workbook. Filename, HR and FAR are spelt as public readers of the real file
+    read them; the count columns' spelling is not confirmed: null = the sheet has no counts (no per-trial ratings)."""
+
+    filename: Str = "Filename"
+    hit_rate: Str = "Hit Rate (HR)"
+    false_alarm_rate: Str = "False Alarm Rate (FAR)"
+    hits: Str | None = "Hits"
+    misses: Str | None = "Misses"
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
 class Us10kParams:
     table: PathStr = "Full Attribute Scores/psychology attributes/psychology-attributes.xlsx"
     sheet: Str = "Final Values"
     ratings_sheet: Str | None = "All Data"
     images: PathStr = "Face Images"
+    # a `memorability` target next to the traits: the hit rate, or hit rate - false alarm rate (docs/memorability.md)
+    memorability: Literal["none", "hit_rate", "corrected_hit_rate"] = "none"
+    memorability_table: PathStr = "Memorability Scores/memorability-scores.xlsx"
+    memorability_sheet: Str | None = None  # null = the workbook's first sheet
+    memorability_columns: MemorabilityColumns = Field(default_factory=MemorabilityColumns)
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

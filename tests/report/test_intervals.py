@@ -3,13 +3,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from facetraits.baselines.reliability import reliability_table, split_half_reliability, split_halves
 from facetraits.report.comparison import MEAN_ROW, comparison_table, ratio_column
 from facetraits.report.intervals import (
     BootstrapSettings,
+    CeilingFaces,
     bootstrap_intervals,
     bootstrap_pearson,
+    intervals_note,
     percentile_interval,
     resample_counts,
+    resampled_ceiling,
     separated,
     weighted_pearson,
 )
@@ -51,7 +55,7 @@ def test_95_percent_intervals_cover_a_known_r_in_93_to_97_percent_of_simulations
     """1,000 seeded data sets of 200 faces with population r = 0.5, each a column resampled at once."""
     rng = np.random.default_rng(2024)
     human, predicted = correlated(rng, 0.5, 200, 1000)
-    r = bootstrap_pearson(human, predicted[None], 2000, rng)[:, 0]
+    r = bootstrap_pearson(human, predicted[None], 2000, rng).r[:, 0]
     low, high = percentile_interval(r, 0.95)
     coverage = np.mean((low <= 0.5) & (0.5 <= high))
     assert 0.93 <= coverage <= 0.97, coverage
@@ -114,3 +118,60 @@ def test_differences_are_paired_over_the_same_resampled_faces() -> None:
     assert better["difference"] == pytest.approx(  # the mean over the attributes both have
         (table.loc[ATTRIBUTES[:3], "strong"] - table.loc[ATTRIBUTES[:3], "weak"]).mean(), abs=1e-15
     )
+
+
+def rater_study(rng: np.random.Generator, simulations: int, faces: int, raters: int, noise: float, q: float):
+    """Per simulation (a column): true scores t, `raters` ratings t + N(0, noise²) per face, predictions with
+    corr(prediction, t) = q. Then corr(prediction, mean rating) = q * corr(mean rating, t) = q * ceiling: the
+    population r / ceiling is q. Returns the long ratings, the mean ratings and the predictions."""
+    truth = rng.standard_normal((faces, simulations))
+    ratings = truth[:, :, None] + noise * rng.standard_normal((faces, simulations, raters))
+    predicted = q * truth + np.sqrt(1 - q * q) * rng.standard_normal((faces, simulations))
+    names = [f"s{k}" for k in range(simulations)]
+    long = pd.DataFrame(
+        {
+            "id": np.repeat([f"f{i:03d}" for i in range(faces)], simulations * raters),
+            "attribute": np.tile(np.repeat(names, raters), faces),
+            "rating": ratings.ravel(),
+        }
+    )
+    return names, long, ratings.mean(axis=2), predicted
+
+
+def test_the_ceiling_of_all_faces_resampled_with_weight_one_is_the_baselines_ceiling() -> None:
+    rng = np.random.default_rng(3)
+    names, long, _, _ = rater_study(rng, 3, 60, 5, 1.0, 0.5)
+    long = long.drop(index=rng.choice(len(long), 200, replace=False))  # faces with unequal counts, some unsplit
+    halves = split_halves(long, names, repeats=6, seed=1)
+    expected = split_half_reliability(long, names, repeats=6, seed=1)["ceiling"].to_numpy()
+    np.testing.assert_allclose(resampled_ceiling(np.ones((1, 60)), halves.means)[0], expected, rtol=1e-12)
+    twice = resampled_ceiling(np.full((1, 60), 2.0), halves.means)[0]  # every face drawn twice: the same r
+    np.testing.assert_allclose(twice, expected, rtol=1e-12)
+
+
+def test_r_over_a_resampled_ceiling_covers_a_known_ratio_where_a_fixed_ceiling_does_not() -> None:
+    """1,000 seeded studies of 200 faces (100 of them test faces) with 2 raters each (reliability 0.5: a noisy
+    ceiling) and a model at r / ceiling = 0.95. Holding the ceiling fixed ignores its sampling error and covers less;
+    resampling it with the faces covers the ratio in 93-97% of simulations."""
+    rng = np.random.default_rng(2024)
+    q, test = 0.95, np.arange(100)
+    names, long, means, predicted = rater_study(rng, 1000, 200, 2, 1.4, q)
+    halves = split_halves(long, names, repeats=2, seed=0)
+    human = reliability_table(halves)
+    scores = {n: stats.pearsonr(means[test, k], predicted[test, k]).statistic for k, n in enumerate(names)}
+    table = comparison_table(human, {"model": scores}, names)
+    settings = BootstrapSettings(resamples=1000, level=0.95, seed=1)
+    fixed, resampled = (
+        bootstrap_intervals(table, means[test], {"model": predicted[test]}, human["ceiling"], settings, faces)
+        for faces in (None, CeilingFaces(halves.means, test))
+    )
+    coverage = {}
+    for name, intervals in (("fixed", fixed), ("resampled", resampled)):
+        low, high = (bounds.loc[names, ratio_column("model")] for bounds in (intervals.low, intervals.high))
+        coverage[name] = np.mean((low <= q) & (q <= high))
+    assert 0.93 <= coverage["resampled"] <= 0.97, coverage
+    assert coverage["fixed"] < 0.92, coverage
+    pd.testing.assert_frame_equal(resampled.low[["model"]], fixed.low[["model"]])  # r itself: the same draws
+    assert resampled.ceiling_resampled and not fixed.ceiling_resampled
+    assert "redraws the faces the ceiling comes from" in intervals_note(resampled, ceiling_shown=True)
+    assert "held fixed" in intervals_note(fixed, ceiling_shown=True)

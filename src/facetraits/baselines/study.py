@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 
 from facetraits.baselines.handcrafted import SvrBaselineResult, fit_svr_baseline, handcrafted_features
-from facetraits.baselines.reliability import split_half_reliability
+from facetraits.baselines.reliability import (
+    SPLIT_HALVES_FILE,
+    SplitHalves,
+    reliability_table,
+    split_halves,
+    write_split_halves,
+)
 from facetraits.config import BaselinesParams
 from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.files import atomic_directory, atomic_write_json
@@ -29,6 +35,7 @@ NO_RAW_RATINGS = "the data source has no per-rater ratings, so human split-half 
 class BaselineResults:
     reliability: pd.DataFrame | None  # indexed by attribute: reliability, ceiling, faces, ratings_per_face
     handcrafted: SvrBaselineResult
+    halves: SplitHalves | None  # what the reliability was computed from, for the report's resampled ceiling
     seconds: dict[str, float]
 
 
@@ -37,16 +44,13 @@ def run_baselines(data: PreparedData, params: BaselinesParams, refit_on_val: boo
     the faces the trained models learn from (`refit_on_val`: train.fit_on train+val), so both compare on equal terms."""
     started = time.perf_counter()
     ratings = data.ratings()
-    reliability = (
-        None
-        if ratings is None
-        else split_half_reliability(
-            independent_ratings(ratings, params.exclude_rating_types),
-            data.attributes,
-            params.reliability_repeats,
-            params.seed,
-        )
-    )
+    reliability = halves = None
+    if ratings is not None:
+        ratings = independent_ratings(ratings, params.exclude_rating_types)
+        # an attribute without raw ratings (us10k's HR - FAR memorability) has no reliability: NaN, not an error
+        rated = [a for a in data.attributes if a in set(ratings["attribute"].astype(str))]
+        halves = split_halves(ratings, rated, params.reliability_repeats, params.seed)
+        reliability = reliability_table(halves).reindex(pd.Index(data.attributes, name="attribute"))
     after_reliability = time.perf_counter()
     settings = params.handcrafted
     features = handcrafted_features(
@@ -64,7 +68,7 @@ def run_baselines(data: PreparedData, params: BaselinesParams, refit_on_val: boo
         "features": after_features - after_reliability,
         "svr": time.perf_counter() - after_features,
     }
-    return BaselineResults(reliability, handcrafted, seconds)
+    return BaselineResults(reliability, handcrafted, halves, seconds)
 
 
 def independent_ratings(ratings: pd.DataFrame, excluded_types: Sequence[str]) -> pd.DataFrame:
@@ -105,7 +109,8 @@ def baseline_metrics(data: PreparedData, results: BaselineResults, refit_on_val:
 def write_baseline_outputs(
     data: PreparedData, results: BaselineResults, out_dir: Path, refit_on_val: bool = False
 ) -> dict[str, Any]:
-    """metrics.json, reliability.csv and the hand-crafted predictions: out_dir is replaced whole, or not at all."""
+    """metrics.json, reliability.csv (with the split halves it came from) and the hand-crafted predictions: out_dir
+    is replaced whole, or not at all."""
     out_dir = Path(out_dir)
     metrics = baseline_metrics(data, results, refit_on_val)
     predictions = predictions_table(data, results.handcrafted.predictions)
@@ -116,6 +121,8 @@ def write_baseline_outputs(
             write_csv(empty, folder / "reliability.csv", index=False)
         else:
             write_csv(results.reliability, folder / "reliability.csv")
+        if results.halves is not None:
+            write_split_halves(results.halves, data.faces["id"], data.attributes, folder / SPLIT_HALVES_FILE)
         atomic_write_json(folder / "metrics.json", metrics)
     return metrics
 

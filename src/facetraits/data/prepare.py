@@ -6,7 +6,8 @@ Output folder (replaced atomically, so a failed run leaves the previous one inta
   ratings.csv.gz   every single rating (id, attribute, rating, rater, rating_type), when the source has them
   masks.npy        sources with ground truth (synthetic): uint8 (N, S, S) region bitfield, see meta.json "regions"
   factors.csv      sources with ground truth (synthetic): the latent factors behind each face
-  meta.json        source, attributes, scale, size, counts, skipped images, fingerprint
+  meta.json        source, attributes, scale (other_scales: attributes on another), size, counts, skipped images,
+                   fingerprint
 """
 
 from __future__ import annotations
@@ -267,6 +268,8 @@ def prepare_dataset(params: DataParams, out_dir: Path, progress: bool = True) ->
             seconds=time.perf_counter() - started,
         )
         meta = {key: value for key, value in asdict(report).items() if key != "seconds"}
+        if table.other_scales:
+            meta["other_scales"] = {a: list(scale) for a, scale in table.other_scales.items() if a in table.attributes}
         if truth is not None:
             meta["regions"] = list(truth.regions)
             meta["attribute_regions"] = {a: list(truth.attribute_regions[a]) for a in table.attributes}

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facetraits.baselines.reliability import SPLIT_HALVES_FILE, read_split_halves
 from facetraits.config import ReportParams, StudyParams, TrackingParams, variant_params
 from facetraits.data.prepared import PreparedData
 from facetraits.data.sources.base import NA_OPTIONS
@@ -21,7 +22,7 @@ from facetraits.files import atomic_directory, atomic_write_json, atomic_write_t
 from facetraits.models.components.backbones import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, MEAN_R_INTERVAL_KEYS, headline, read_metrics
-from facetraits.report.intervals import BootstrapSettings, Intervals, bootstrap_intervals
+from facetraits.report.intervals import BootstrapSettings, CeilingFaces, Intervals, bootstrap_intervals
 from facetraits.report.render import bar_chart, opening_summary, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
 from facetraits.spreadsheet import write_csv
@@ -76,9 +77,11 @@ def build_report(
     methods: MethodScores,
     data: PreparedData | None = None,
     settings: BootstrapSettings | None = None,
+    split_halves: np.ndarray | None = None,
 ) -> Report:
     """The table and its tests; a score for an attribute the prepared data lacks is an error naming its file.
-    With `data` and `settings`, bootstrap intervals over its test faces from each method's predictions file. The
+    With `data` and `settings`, bootstrap intervals over its test faces from each method's predictions file, and with
+    the ceiling's `split_halves` (every prepared face's, from the baselines stage) r/ceiling's resample it too. The
     file and the metrics come from one run of one stage (DVC reruns both or neither); under bf16 its r can differ
     from the test loop's in the third decimal (other batch compositions), so the two are not compared."""
     sources = {name: str(path) for name, path in methods.files.items()}
@@ -90,7 +93,8 @@ def build_report(
         ids = data.faces["id"].to_numpy()[rows]
         predicted = {m: read_test_predictions(path, ids, attributes) for m, path in methods.predictions.items()}
         ceiling = None if human is None else human["ceiling"]
-        intervals = bootstrap_intervals(table, ratings, predicted, ceiling, settings)
+        faces = None if split_halves is None or human is None else CeilingFaces(split_halves, rows)
+        intervals = bootstrap_intervals(table, ratings, predicted, ceiling, settings, faces)
     return Report(table, compare_methods(methods.scores, attributes), human, dict(methods.scores), intervals)
 
 
@@ -253,7 +257,9 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     baselines = read_metrics(results / "baselines" / "metrics.json")
     explain_scores = read_metrics(results / "explain" / "scores.json")
     manifold = read_metrics(results / "manifold" / "metrics.json")
-    report = build_report(data.attributes, human_reference(baselines), methods, data, bootstrap_settings(params.report))
+    halves = read_split_halves(results / "baselines" / SPLIT_HALVES_FILE, len(data.faces), len(data.attributes))
+    settings = bootstrap_settings(params.report)
+    report = build_report(data.attributes, human_reference(baselines), methods, data, settings, halves)
     refits = {label: params.train.refits_on_val for label in (BACKBONE_LABELS[params.model.backbone], HANDCRAFTED)}
     refits |= {label: variant_params(params, name).train.refits_on_val for name, label in variant_labels.items()}
     refitted = [label for label, refit in refits.items() if refit]

@@ -6,7 +6,7 @@ import io
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,9 @@ class SourceTable:
     faces: columns id, source_file (relative to root), group (identity: faces of one group never
     cross splits), then one float column per attribute (mean rating, NaN where missing).
     ratings: columns RATING_COLUMNS; rater/rating_type are empty where the source does not record them.
+    scale: the rating scale of every attribute but those in `other_scales` (us10k's memorability, a rate in [0, 1]
+    next to 1-9 ratings). Scales only bound what a reader accepts and are recorded in meta.json: training and every
+    score standardize or correlate each attribute on its own, so attributes on different scales mix freely.
     """
 
     root: Path
@@ -42,6 +45,7 @@ class SourceTable:
     scale: tuple[float, float]
     ratings: pd.DataFrame | None
     square: Literal["crop", "pad"]
+    other_scales: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 FaceJob = Callable[[Any], tuple[np.ndarray, "np.ndarray | None"]]  # item -> (square face, region bits or None)
