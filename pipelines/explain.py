@@ -11,7 +11,7 @@ from facetraits.stage import Stage, StageInputs, run_stage
 STAGE = Stage(
     name="explain",
     description=__doc__,
-    paths={"prepared": "data/prepared", "models": "models", "out": "results/explain"},
+    paths={"prepared": "data/prepared", "models": "models", "variants": "variants", "out": "results/explain"},
     outputs=lambda paths: (paths.out,),
     logged=("explain",),
 )
@@ -21,7 +21,10 @@ def call(stage: StageInputs):
     params, paths = stage.params, stage.paths
     train = params.train
     precision = resolve_precision(train)
-    return explain_stage(stage.data, params.explain, train.accelerator, precision, paths.models, paths.out, paths.params)
+    return explain_stage(
+        stage.data, params.explain, train.accelerator, precision, paths.models, paths.out, paths.params, paths.variants,
+        tuple(params.variants),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

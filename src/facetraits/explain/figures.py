@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 _COLOURMAP = matplotlib.colormaps["jet"]
@@ -74,5 +76,57 @@ def mean_heatmap_grid(mean_face: np.ndarray, means: Mapping[str, Mapping[str, np
                 ax.set_title(method.replace("_", " "), fontsize=8)
             if column == 0:
                 ax.set_ylabel(attribute, fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def _region_edges(layout: np.ndarray) -> np.ndarray:
+    """Pixels whose right or lower neighbour lies in another region: the outline drawn between parts."""
+    edges = np.zeros(layout.shape, dtype=bool)
+    edges[:, :-1] |= layout[:, 1:] != layout[:, :-1]
+    edges[:-1, :] |= layout[1:, :] != layout[:-1, :]
+    return edges
+
+
+def region_importance_grid(
+    layout: np.ndarray, regions: Sequence[str], importance: Mapping[str, Mapping[str, np.ndarray]], title: str
+) -> Figure:
+    """Rows = models, columns = attributes: the typical face's regions (`layout`, (H, W) indices into `regions`), each
+    filled with its importance (one colour scale for every panel, so attributes and models compare), and a first
+    panel naming the regions."""
+    models = list(importance)
+    attributes = list(dict.fromkeys(a for per_attribute in importance.values() for a in per_attribute))
+    top = max(float(np.nanmax(v)) for per_attribute in importance.values() for v in per_attribute.values())
+    top = top if np.isfinite(top) and top > 0 else 1.0
+    colours = matplotlib.colormaps["YlOrRd"]
+    edges = _region_edges(layout)
+    figure = Figure(figsize=(1.6 * (len(attributes) + 1) + 0.8, 1.7 * len(models) + 0.6), layout="constrained")
+    axes = figure.subplots(len(models), len(attributes) + 1, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, model in enumerate(models):
+        key = axes[row, 0]
+        key.imshow(np.where(edges, 0.0, 0.93), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        key.set_ylabel(model, fontsize=8)
+        if row == 0:
+            key.set_title("regions", fontsize=8)
+            for index, region in enumerate(regions):
+                ys, xs = np.nonzero(layout == index)
+                if len(xs) and region != "background":  # at the region's pixel nearest its centre: a ring's is on it
+                    at = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
+                    key.text(xs[at], ys[at], region.replace("_", "/"), fontsize=5, ha="center", va="center")
+        for column, attribute in enumerate(attributes, start=1):
+            ax = axes[row, column]
+            values = importance[model].get(attribute)
+            if values is None:
+                continue
+            filled = colours(np.nan_to_num(np.asarray(values)[layout], nan=0.0) / top)[..., :3]
+            filled[edges] = 0.0
+            ax.imshow(filled, interpolation="nearest")
+            if row == 0:
+                ax.set_title(attribute, fontsize=8)
+    scale = ScalarMappable(Normalize(0, top), colours)
+    figure.colorbar(scale, ax=axes[:, 1:], shrink=0.8, label="mean |drop| of the prediction (SD)")
     figure.suptitle(title, fontsize=9)
     return figure

@@ -14,10 +14,18 @@ from facetraits.batching import batches
 from facetraits.config import ExplainParams
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError
-from facetraits.explain.figures import heatmap_gallery, mean_heatmap_grid
+from facetraits.explain.figures import heatmap_gallery, mean_heatmap_grid, region_importance_grid
 from facetraits.explain.maps import RunningMean
+from facetraits.explain.region_importance import (
+    FIGURE_FILE,
+    TABLE_FILE,
+    RegionImportance,
+    region_importance,
+    region_table,
+)
+from facetraits.explain.regions import REGIONS, FaceRegions, typical_layout
 from facetraits.explain.scores.spread import mean_interval, randomization_p
-from facetraits.explain.study import AttributeExplanation, explain_study, mean_defined
+from facetraits.explain.study import AttributeExplanation, explain_study, mean_defined, mean_rows
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.models.inference import device_for, load_net, trained_checkpoints
@@ -35,6 +43,7 @@ class ExplainOutputs:
     scores: dict[str, Any]  # what scores.json holds: no timings, so `dvc metrics diff` shows only real changes
     flat_metrics: dict[str, float]  # the scores plus maps per second, for MLflow
     maps_per_s: dict[str, float]  # per method, mean over attributes
+    regions: pd.DataFrame | None = None  # region_importance.csv, when written
 
 
 def scores_summary(explanations: Sequence[AttributeExplanation], params: ExplainParams) -> dict[str, Any]:
@@ -110,13 +119,35 @@ def _faces_table(data: PreparedData, explanation: AttributeExplanation) -> pd.Da
     )
 
 
+def write_region_importance(
+    importances: Sequence[RegionImportance], regions: FaceRegions, params: ExplainParams, folder: Path
+) -> pd.DataFrame:
+    """The table (every model, attribute and region) and its figure: the typical face's regions coloured by
+    importance."""
+    table = region_table(importances, regions, params)
+    write_csv(table, folder / TABLE_FILE, index=False, float_format="%.6g")
+    by_model: dict[str, dict[str, np.ndarray]] = {}
+    for (model, attribute), rows in table.groupby(["model", "attribute"], sort=False):
+        importance = rows.set_index("region")["importance"].reindex(REGIONS).to_numpy()
+        by_model.setdefault(str(model), {})[str(attribute)] = importance
+    faces = importances[0].rows
+    title = (
+        f"Mean drop of the prediction when a region is occluded ({params.baseline}), over {len(faces)} test faces; "
+        f"regions from the {regions.source}"
+    )
+    save_figure(region_importance_grid(typical_layout(regions(faces)), REGIONS, by_model, title), folder / FIGURE_FILE)
+    return table
+
+
 def write_explain_outputs(
-    data: PreparedData, explanations: Sequence[AttributeExplanation], out_dir: Path, params: ExplainParams
-) -> ExplainOutputs:
+    data: PreparedData, explanations: Sequence[AttributeExplanation], out_dir: Path, params: ExplainParams,
+    importances: Sequence[RegionImportance] = (), regions: FaceRegions | None = None,
+) -> ExplainOutputs:  # fmt: skip
     """Swapped in as a whole: a failed run leaves the previous results/explain untouched.
 
     maps.npy holds the kept faces' maps (gallery and scored, rows as in faces.csv); the mean maps are
-    drawn over the mean face of the test split.
+    drawn over the mean face of the test split; `importances` (with the `regions` they were drawn on) become
+    region_importance.csv and .png.
     """
     summary = scores_summary(explanations, params)
     test_rows = data.indices("test")
@@ -151,30 +182,51 @@ def write_explain_outputs(
             save_figure(
                 mean_heatmap_grid(background, means, "Mean attribution maps over test faces"), tmp / MEAN_GRID_FILE
             )
-    return ExplainOutputs(summary, explain_metrics(summary, explanations), maps_per_second(explanations))
+        table = None
+        if importances and regions is not None:
+            table = write_region_importance(importances, regions, params, tmp)
+    return ExplainOutputs(summary, explain_metrics(summary, explanations), maps_per_second(explanations), table)
+
+
+def _region_variant_checkpoints(
+    names: Sequence[str], known: Sequence[str], variants_dir: Path, params_file: Path
+) -> list[tuple[str, Path]]:
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{params_file}: explain.region_variants: {unknown} are not variants (variants: {list(known)})"
+        )
+    return [(name, path) for name in names for path in trained_checkpoints(Path(variants_dir) / name / "models")]
 
 
 def explain_stage(
     data: PreparedData, params: ExplainParams, accelerator: str, precision: str, models_dir: Path, out_dir: Path,
-    params_file: Path,
-) -> StageResult:
+    params_file: Path, variants_dir: Path = Path("variants"), variant_names: Sequence[str] = (),
+) -> StageResult:  # fmt: skip
     """The explain stage: every wanted attribute explained with the checkpoint that predicts it (one shared
-    model, or one per attribute), written under out_dir; `precision`: the models' (resolved), for forward passes."""
+    model, or one per attribute), written under out_dir; `precision`: the models' (resolved), for forward passes.
+    With explain.region_importance, region occlusion of the mean faces by the main model and each of
+    explain.region_variants (trained under variants_dir; `variant_names`: params.yaml's variants)."""
     wanted = data.attributes if params.attributes == "all" else tuple(params.attributes)
     unknown = sorted(set(wanted) - set(data.attributes))
     if unknown:
         raise ConfigError(f"explain.attributes: {unknown} not in the prepared data ({list(data.attributes)})")
-    explanations = []
-    for checkpoint in trained_checkpoints(models_dir):
+    variants = _region_variant_checkpoints(params.region_variants, variant_names, variants_dir, params_file)
+    regions, sample = FaceRegions(data), mean_rows(data.indices("test"), params)
+    explanations: list[AttributeExplanation] = []
+    importances: list[RegionImportance] = []
+    for model, checkpoint in [("main", path) for path in trained_checkpoints(models_dir)] + variants:
         net = load_net(checkpoint, device_for(accelerator))
         predicted = [a for a in wanted if a in net.attributes]
-        if predicted:
-            explanations += explain_study(net, data, predicted, params, precision=precision)
+        if predicted and model == "main":
+            explanations += explain_study(net, data, predicted, params, precision=precision, regions=regions)
+        if predicted and params.region_importance:
+            importances += region_importance(net, data, sample, predicted, regions, params, model)
     if not explanations:
         raise ConfigError(
             f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"
         )
-    outputs = write_explain_outputs(data, explanations, out_dir, params)
+    outputs = write_explain_outputs(data, explanations, out_dir, params, importances, regions)
     artifacts = [  # the maps as .npy stay in the DVC output: MLflow's UI cannot show them
         (path, f"explain/{path.parent.relative_to(out_dir).as_posix()}")
         for e in explanations
@@ -182,10 +234,24 @@ def explain_stage(
         if path.is_file() and path.suffix != ".npy"
     ]
     artifacts += [(out_dir / SCORES_FILE, "explain"), (out_dir / MEAN_GRID_FILE, "explain")]
+    if importances:
+        artifacts += [(out_dir / TABLE_FILE, "explain"), (out_dir / FIGURE_FILE, "explain")]
     lines = [
         f"{method:>22}: {outputs.maps_per_s[method]:.1f} maps/s, deletion AUC {scores['deletion_auc']}, "
         f"insertion AUC {scores['insertion_auc']}, randomization rank r {scores['randomization_rank_corr']}"
         + (f", mass accuracy {scores['mass_accuracy']}" if "mass_accuracy" in scores else "")
         for method, scores in outputs.scores["mean"].items()
     ]
+    if outputs.regions is not None:
+        lines += region_lines(outputs.regions)
     return StageResult("\n".join(lines), outputs.flat_metrics, artifacts)
+
+
+def region_lines(table: pd.DataFrame) -> list[str]:
+    """Per model and attribute, its three most important face regions (background aside)."""
+    face = table[table["region"] != "background"]
+    return [
+        f"regions {model}, {attribute}: "
+        + ", ".join(f"{r.region} {r.importance:.2f}" for r in rows.nlargest(3, "importance").itertuples())
+        for (model, attribute), rows in face.groupby(["model", "attribute"], sort=False)
+    ]

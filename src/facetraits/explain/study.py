@@ -17,6 +17,7 @@ from facetraits.errors import ConfigError, DataError
 from facetraits.explain.maps import RunningMean, attribution_maps, image_batch, map_batches, unit_sum
 from facetraits.explain.methods import build_method
 from facetraits.explain.methods.base import baseline_images
+from facetraits.explain.methods.region_occlusion import RegionReader
 from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
@@ -48,6 +49,15 @@ class FaceSelection:
         return np.union1d(self.mean_rows, self.rows)
 
 
+def _mean_positions(rng: np.random.Generator, count: int, mean_faces: int | None) -> np.ndarray:
+    return np.arange(count) if mean_faces is None else np.sort(rng.permutation(count)[:mean_faces])
+
+
+def mean_rows(test_rows: np.ndarray, params: ExplainParams) -> np.ndarray:
+    """The seeded mean sample of `select_faces`, for a model explained by region occlusion alone (a variant)."""
+    return test_rows[_mean_positions(np.random.default_rng(params.seed), len(test_rows), params.mean_faces)]
+
+
 def select_faces(test_rows: np.ndarray, predicted: np.ndarray, params: ExplainParams) -> FaceSelection:
     """Extremes show what drives high and low impressions; a seeded random sample shows the typical face.
 
@@ -56,7 +66,7 @@ def select_faces(test_rows: np.ndarray, predicted: np.ndarray, params: ExplainPa
     """
     rng = np.random.default_rng(params.seed)
     count = len(test_rows)
-    mean = np.arange(count) if params.mean_faces is None else np.sort(rng.permutation(count)[: params.mean_faces])
+    mean = _mean_positions(rng, count, params.mean_faces)
     scored = np.sort(rng.choice(mean, size=min(params.score_faces, len(mean)), replace=False))
     order = np.argsort(-predicted, kind="stable")
     k = min(params.gallery_faces, count // 3)
@@ -148,12 +158,13 @@ def _explain_method(
     params: ExplainParams,
     progress: tqdm | None,
     precision: str,
+    regions: RegionReader | None,
 ) -> MethodMaps:
     """One pass over the mapped faces: the mean map and ground-truth scores accumulate, kept maps are stored."""
     target = net.attributes.index(attribute)
     kept = np.zeros((len(selection.rows), *data.images.shape[1:3]), dtype=np.float32)
     mean_map, mass, rank = RunningMean(), [], RunningMean()
-    method, mapped = build_method(name, net, params), selection.mapped
+    method, mapped = build_method(name, net, params, regions), selection.mapped
     started = time.perf_counter()
     for rows, maps in map_batches(method, data.images, mapped, target, params.batch_size, progress):
         keep = np.isin(rows, selection.rows)
@@ -169,7 +180,7 @@ def _explain_method(
     (curves,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision)
     scores, face_scores = _auc_scores(curves), curves.face_aucs()
     randomized_maps = attribution_maps(
-        build_method(name, randomized, params), data.images, scored_rows, target, params.batch_size, progress
+        build_method(name, randomized, params, regions), data.images, scored_rows, target, params.batch_size, progress
     )
     face_scores["randomization_rank_corr"] = map_rank_correlation(scored_maps, randomized_maps)
     scores["randomization_rank_corr"] = mean_defined(face_scores["randomization_rank_corr"])
@@ -195,9 +206,11 @@ def explain_attribute(
     random_order: dict[str, float],
     progress: tqdm | None = None,
     precision: str = "32-true",
+    regions: RegionReader | None = None,
 ) -> AttributeExplanation:
     """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces; `precision`:
-    the forward passes' without gradients (deletion / insertion), as in `inference_precision`."""
+    the forward passes' without gradients (deletion / insertion), as in `inference_precision`; `regions`: the
+    faces' region labels by row (for region occlusion)."""
     masks = data.relevance_masks(attribute)
     reference = dict(random_order)
     if masks is not None:
@@ -206,7 +219,7 @@ def explain_attribute(
             area.add(mask_area_fraction(masks(selection.mean_rows[part])))
         reference["mask_area_fraction"] = float(area.mean())
     results = [
-        _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress, precision)
+        _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress, precision, regions)
         for name in params.methods
     ]
     return AttributeExplanation(attribute, selection, results, reference)
@@ -221,10 +234,11 @@ def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, 
 
 def explain_study(
     net: FaceTraitsNet, data: PreparedData, attributes: Sequence[str], params: ExplainParams, show_progress: bool = True,
-    precision: str = "32-true",
+    precision: str = "32-true", regions: RegionReader | None = None,
 ) -> list[AttributeExplanation]:
     """Maps and scores per attribute; one re-initialized copy of the model serves every randomization check.
-    Predictions and deletion / insertion curves run in `precision` (the study's, resolved); maps in fp32."""
+    Predictions and deletion / insertion curves run in `precision` (the study's, resolved); maps in fp32;
+    `regions`: the faces' region labels by row, for region occlusion."""
     unknown = [a for a in attributes if a not in net.attributes]
     if unknown:
         raise ConfigError(f"explain.attributes: {unknown} not predicted by the model (it has {list(net.attributes)})")
@@ -246,7 +260,7 @@ def explain_study(
         return [
             explain_attribute(
                 net, randomized, data, attribute, selections[attribute], params, random_order[attribute], progress,
-                precision,
+                precision, regions,
             )
             for attribute in attributes
         ]

@@ -33,6 +33,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"})
 MISSING = "—"
 DECIMALS = 2  # an r over a few hundred faces is uncertain in the second decimal (see its interval)
 P_DECIMALS = 3
+REGION_FIGURE = "explain/region_importance.png"  # relative to results/, as every link of the report
 EMBEDDED_WIDTH = 900  # px: an embedded figure is downscaled to this width, so 30-50 figures stay a few MB
 
 
@@ -272,6 +273,28 @@ def explanation_blocks(scores: Mapping[str, Mapping[str, float | None]]) -> tupl
     )
 
 
+def region_blocks(table: pd.DataFrame) -> tuple[Block, ...]:
+    """Mean importance of each face region per model and attribute (explain/region_importance.csv), and its figure."""
+    regions = list(dict.fromkeys(table["region"]))
+    rows = tuple(
+        (str(model), str(attribute), *(number(v) for v in group.set_index("region")["importance"].reindex(regions)))
+        for (model, attribute), group in table.groupby(["model", "attribute"], sort=False)
+    )
+    first = table.iloc[0]
+    undetected = f" dlib found no face in {first['undetected']} of them (regions in the whole image)." if first[
+        "undetected"] else ""  # fmt: skip
+    return (
+        "How to read this: each region of the face is replaced in turn by explain.baseline (by default the blurred "
+        "face) and the prediction's change is measured in standard deviations of the attribute's training ratings; a cell "
+        f"is the mean absolute change over {first['faces']} test faces (regions from the {first['regions_from']})."
+        f"{undetected} A large value: the model relies on that region (larger regions remove more pixels; their "
+        "areas, intervals and signed means are in explain/region_importance.csv).",
+        TextTable(header=("model", "attribute", *(r.replace("_", "/") for r in regions)), rows=rows,
+                  align="ll" + "r" * len(regions)),  # fmt: skip
+        relative_link("Face regions coloured by importance", REGION_FIGURE),
+    )
+
+
 def opening_summary(table: pd.DataFrame, intervals: Intervals | None, main: str, others: Sequence[str]) -> str:
     """The study's finding in a sentence, generated from the table and intervals so it cannot drift from them."""
 
@@ -317,6 +340,7 @@ def report_sections(
     intervals: Intervals | None = None,
     summary: str = "",
     explanation: Mapping[str, Mapping[str, float | None]] | None = None,
+    regions: pd.DataFrame | None = None,
 ) -> list[Section]:
     sections = []
     if summary:
@@ -331,6 +355,8 @@ def report_sections(
     sections.append(Section("Statistics across attributes", statistics_blocks(comparison)))
     if explanation:
         sections.append(Section("Attribution maps", explanation_blocks(explanation)))
+    if regions is not None and not regions.empty:
+        sections.append(Section("Face regions", region_blocks(regions)))
     if links:
         sections.append(Section("Figures", tuple(relative_link(title, path) for title, path in links)))
     return sections
@@ -372,9 +398,10 @@ def render_markdown(
     intervals: Intervals | None = None,
     summary: str = "",
     explanation: Mapping[str, Mapping[str, float | None]] | None = None,
+    regions: pd.DataFrame | None = None,
 ) -> str:
     parts = [f"# {markdown_text(title)}"]
-    for section in report_sections(table, comparison, links, notes, intervals, summary, explanation):
+    for section in report_sections(table, comparison, links, notes, intervals, summary, explanation, regions):
         parts.append(f"## {markdown_text(section.heading)}")
         parts.extend(markdown_block(block) for block in section.blocks)
     return "\n\n".join(parts) + "\n"
@@ -460,12 +487,13 @@ def render_html(
     intervals: Intervals | None = None,
     summary: str = "",
     explanation: Mapping[str, Mapping[str, float | None]] | None = None,
+    regions: pd.DataFrame | None = None,
 ) -> str:
     """One file with inline CSS. With `images` (the folder the links are relative to) it is self-contained: its
     figures are embedded, so it shows them with no network and outside the results folder (MLflow's artifact
     viewer); without, it links them."""
     body = [f"<h1>{html.escape(title)}</h1>"]
-    for section in report_sections(table, comparison, links, notes, intervals, summary, explanation):
+    for section in report_sections(table, comparison, links, notes, intervals, summary, explanation, regions):
         blocks = "\n".join(html_block(block, images) for block in section.blocks)
         body.append(f"<section>\n<h2>{html.escape(section.heading)}</h2>\n{blocks}\n</section>")
     return (
