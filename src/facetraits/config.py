@@ -328,7 +328,9 @@ class TrackingParams:
     system_metrics_s: Float = Field(5.0, ge=0)
 
 
-MethodName = Literal["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap", "saliency", "smoothgrad"]
+MethodName = Literal[
+    "gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap", "saliency", "smoothgrad", "region_occlusion"
+]
 METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 
 
@@ -355,6 +357,9 @@ class ExplainParams:
     seed: Int = Field(42, ge=0)  # with each face's row, seeds that face's samples and tie-breaks
     confidence: Float = Field(0.95, gt=0, lt=1)  # of the scores' bootstrap intervals over faces
     bootstrap_resamples: Int = Field(2000, ge=100)
+    # per attribute and face region, the drop of the prediction when the region is occluded (any model: no gradient)
+    region_importance: bool = True
+    region_variants: list[Str] = Field(default_factory=list)  # variants (params.yaml `variants:`) explained so too
 
     @field_validator("methods")
     @classmethod
@@ -362,6 +367,12 @@ class ExplainParams:
         if not methods or len(set(methods)) != len(methods):
             raise ValueError("must be a non-empty list without repeats")
         return methods
+
+    @model_validator(mode="after")
+    def _region_variants_need_regions(self) -> ExplainParams:
+        if self.region_variants and not self.region_importance:
+            raise ValueError("region_variants are explained by region importance: set region_importance: true")
+        return self
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

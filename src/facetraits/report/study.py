@@ -139,9 +139,11 @@ def write_report(
     results_dir: Path,
     summary: str = "",
     explanation: Mapping[str, Mapping[str, float | None]] | None = None,
+    regions: pd.DataFrame | None = None,
 ) -> list[Path]:
     """report.md, report.html and report.json (`metrics`) in results_dir, the bar chart under report_figures;
-    `summary` opens the report, `explanation` (scores.json's per-method means) is its attribution table."""
+    `summary` opens the report, `explanation` (scores.json's per-method means) is its attribution table, `regions`
+    (explain's region_importance.csv) its face-region table."""
     results_dir = Path(results_dir)
     with atomic_directory(results_dir / "report_figures") as figures:  # a whole new folder: no stale figures
         chart = bar_chart(report.table, list(report.methods), report.human, report.intervals)
@@ -149,7 +151,7 @@ def write_report(
     chart_path = results_dir / "report_figures" / "bar_chart.png"
     links = [("Test Pearson r per attribute and method", str(chart_path.relative_to(results_dir))), *links]
     written = [chart_path]
-    content = {"intervals": report.intervals, "summary": summary, "explanation": explanation}
+    content = {"intervals": report.intervals, "summary": summary, "explanation": explanation, "regions": regions}
     for name, text in (
         ("report.md", render_markdown(title, report.table, report.comparison, links, notes, **content)),
         ("report.html", render_html(title, report.table, report.comparison, links, notes, results_dir, **content)),
@@ -272,7 +274,8 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     main = BACKBONE_LABELS[params.model.backbone]
     summary = opening_summary(report.table, report.intervals, main, [m for m in report.methods if m != main])
     written = write_report(
-        report, params.report.title, links, notes, metrics, results, summary, explain_scores["mean"]
+        report, params.report.title, links, notes, metrics, results, summary, explain_scores["mean"],
+        read_region_table(results / "explain" / "region_importance.csv"),
     )
     if run is not None:
         run.log_to_study(study_headline_metrics(metrics), study_headline_params(params, data))
@@ -285,6 +288,13 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     )
     texts = {"report/intervals.csv": interval_table(report)} if report.intervals is not None else {}
     return StageResult(printed, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts, texts=texts)
+
+
+def read_region_table(path: Path) -> pd.DataFrame | None:
+    """The explain stage's region importances; None when it wrote none (explain.region_importance: false)."""
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, dtype={"model": str, "attribute": str, "region": str}, **NA_OPTIONS)
 
 
 def mlflow_runs_note(tracking: TrackingParams, experiment: str) -> list[str]:
