@@ -171,14 +171,6 @@ class FaceAnalyzer:
         shape = self.shape_68(image, box)
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(LANDMARKS)], dtype=np.float64), detected
 
-    def landmarks(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
-        """One uint8 (H, W, 3) face -> its 68 points (x, y) in pixel coordinates, and whether a face was detected
-        (if not, the points are placed in the whole-image box): where a real face's regions lie."""
-        image = np.ascontiguousarray(image)
-        box, detected = self.face_box(image)
-        shape = self.shape_68(image, box)
-        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(LANDMARKS)], dtype=np.float64), detected
-
     def features(self, image: np.ndarray, blocks: Sequence[str]) -> tuple[np.ndarray, bool]:
         """One uint8 (H, W, 3) face -> its feature blocks concatenated, and whether a face was detected."""
         image = np.ascontiguousarray(image)
