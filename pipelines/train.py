@@ -11,7 +11,7 @@ from facetraits.sweep.outputs import read_best_params
 STAGE = Stage(
     name="train",
     description=__doc__,
-    paths={"prepared": "data/prepared", "models": "models", "out": "results/train"},
+    paths={"prepared": "data/prepared", "face_features": "data/face_features", "models": "models", "out": "results/train"},
     outputs=lambda paths: (paths.out, paths.models),
     logged=("data", "model", "train"),
     best_params=read_best_params,
@@ -22,7 +22,9 @@ STAGE = Stage(
 
 def call(stage: StageInputs):
     params, paths = stage.params, stage.paths
-    return train_stage(stage.data, params.model, params.train, params.tracking, paths.models, paths.out, stage.run)
+    return train_stage(
+        stage.data, params.model, params.train, params.tracking, paths.models, paths.out, stage.run, paths.face_features
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,3 +72,15 @@ def face_models() -> None:
         if any(os.environ.get(name) for name in REQUIRE_WEIGHTS):
             pytest.fail(f"{exc} ({' or '.join(REQUIRE_WEIGHTS)} is set, so it must be there)")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def real_faces(face_models):
+    """Three OMI faces at 128 px, uint8 (3, 128, 128, 3)."""
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((OMI_DEV / "images").glob("*.jpg"))[:3]
+    if len(files) < 3:
+        pytest.skip(f"OMI development copy not found at {OMI_DEV}")
+    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((128, 128))) for f in files])

@@ -121,3 +121,18 @@ def test_the_repository_params_file_holds_every_stage_section() -> None:
     assert params.explain.methods == ["gradcam", "guided_gradcam", "integrated_gradients", "gradient_shap"]
     assert params.manifold.methods == ["pca", "tsne", "umap"] and params.manifold.dims == [2, 3]
     assert set(params.variants) == {"imagenet_probe"}
+
+
+def test_a_probe_block_the_face_features_stage_does_not_compute_is_an_error_naming_its_key() -> None:
+    fused = {"protocol": "probe", "probe_blocks": ["backbone", "face_embedding", "face_landmarks"]}
+    with pytest.raises(ConfigError, match=r"test: train\.probe_blocks: \['face_embedding', 'face_landmarks'\] not computed: "
+                       r"add them to face_features\.blocks"):  # fmt: skip
+        study_params(train=fused)
+    with pytest.raises(ConfigError, match=r"test: variants\.fused: train\.probe_blocks: \['face_landmarks'\] not computed"):
+        study_params(face_features={"blocks": ["face_embedding"]}, variants={"fused": {"train": fused}})
+    computed = study_params(face_features={"blocks": ["face_landmarks", "face_embedding"]}, variants={"fused": {"train": fused}})
+    assert computed.face_features.undetected == "whole_image" and computed.face_features.workers == 0
+    with pytest.raises(ConfigError, match=r"face_features\.blocks: .*name each block once"):
+        study_params(face_features={"blocks": ["face_embedding", "face_embedding"]})
+    with pytest.raises(ConfigError, match=r"face_features\.blocks\.0: "):
+        study_params(face_features={"blocks": ["face_mesh"]})

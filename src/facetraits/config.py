@@ -148,6 +148,28 @@ class DataParams:
         return attributes
 
 
+FaceBlock = Literal["face_embedding", "face_landmarks"]
+
+
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class FaceFeaturesParams:
+    """dlib's face blocks, computed once per prepared data set by the face_features stage for the fused probes that
+    name them in train.probe_blocks; none (the default) and the stage writes its manifest alone, without dlib."""
+
+    blocks: list[FaceBlock] = Field(default_factory=list)
+    # a face dlib's detector misses: measured in the whole-image box (prepared faces are cropped to the face) and
+    # listed, or an error naming the image files
+    undetected: Literal["whole_image", "error"] = "whole_image"
+    workers: Int = Field(0, ge=0)  # processes; 0 = every core
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks_unique(cls, blocks: list[str]) -> list[str]:
+        if len(set(blocks)) != len(blocks):
+            raise ValueError(f"name each block once, not {blocks}")
+        return blocks
+
+
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class ModelParams:
     backbone: Str = "vgg16_bn"
@@ -432,6 +454,7 @@ VARIANT_SECTIONS = ("model", "train")
 @dataclass(config=_FORBID_EXTRA, frozen=True)
 class StudyParams:
     data: DataParams = Field(default_factory=DataParams)
+    face_features: FaceFeaturesParams = Field(default_factory=FaceFeaturesParams)
     model: ModelParams = Field(default_factory=ModelParams)
     train: TrainParams = Field(default_factory=TrainParams)
     sweep: SweepParams = Field(default_factory=SweepParams)
@@ -502,7 +525,21 @@ def parse_params(raw: Any, source: str = "params") -> StudyParams:
         raise ConfigError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return _check_variants(_check_sweep_space(params, source), source)
+    return _check_variants(_check_face_blocks(_check_sweep_space(params, source), source), source)
+
+
+def _check_face_blocks(params: StudyParams, source: str) -> StudyParams:
+    """A fused probe reads its face blocks from the face_features stage's output: each must be computed there (a
+    variant's are checked as its parameters are, under its own name)."""
+    if params.train.protocol != "probe":
+        return params
+    missing = [block for block in params.train.probe_blocks[1:] if block not in params.face_features.blocks]
+    if missing:
+        raise ConfigError(
+            f"{source}: train.probe_blocks: {missing} not computed: add them to face_features.blocks (the "
+            "face_features stage computes them once per prepared data set)"
+        )
+    return params
 
 
 def _check_sweep_space(params: StudyParams, source: str) -> StudyParams:

@@ -15,11 +15,12 @@ TINY_TRAIN = {"max_epochs": 1, "batch_size": 16, "progress_bar": False, "augment
 TINY_MODEL = {"head_hidden": 16, "trainable_blocks": 1}
 
 
-def tiny_params(model: dict | None = None, train: dict | None = None) -> StudyParams:
+def tiny_params(model: dict | None = None, train: dict | None = None, **sections: dict) -> StudyParams:
     return study_params(
         data={"image_size": 32, "synthetic": {"n_faces": 56}},
         model={**TINY_MODEL, **(model or {})},
         train={**TINY_TRAIN, **(train or {})},
+        **sections,
     )
 
 

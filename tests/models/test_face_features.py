@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from facetraits.data.face_features import face_features_stage, load_face_features
+from facetraits.errors import ConfigError
 from facetraits.models.components import face_features as ff
 from facetraits.models.components.face_features import (
     BLOCK_DIMS,
@@ -19,11 +21,10 @@ from facetraits.models.components.face_features import (
     aligned_landmarks,
     face_features,
 )
-from facetraits.models.inference import backbone_features, load_net
+from facetraits.models.inference import backbone_features, load_net, predict_images
 from facetraits.models.probe import fit_ridge_probe
 from facetraits.models.training import train_study
 from facetraits.predict import load_predictor, predict_files
-from tests.conftest import OMI_DEV
 from tests.models.conftest import tiny_params
 
 BLOCKS = ("face_embedding", "face_landmarks")
@@ -59,15 +60,6 @@ def test_a_missing_package_or_a_replaced_model_file_is_named(monkeypatch, tmp_pa
         ff.model_file("shape_predictor_5_face_landmarks.dat")
 
 
-@pytest.fixture(scope="module")
-def real_faces(face_models) -> np.ndarray:
-    """Three OMI faces at 128 px."""
-    files = sorted((OMI_DEV / "images").glob("*.jpg"))[:3]
-    if len(files) < 3:
-        pytest.skip(f"OMI development copy not found at {OMI_DEV}")
-    return np.stack([np.asarray(Image.open(f).convert("RGB").resize((128, 128))) for f in files])
-
-
 @pytest.mark.realdata
 def test_parallel_features_equal_one_face_at_a_time_and_a_blank_image_is_listed_as_undetected(real_faces) -> None:
     blank = np.full((1, 128, 128, 3), 128, dtype=np.uint8)
@@ -93,16 +85,28 @@ def test_fused_probe_is_a_model_that_rates_image_files_by_itself(face_models, mo
     params = tiny_params(
         model={"backbone": "mobilenet_v2", "weights": "imagenet"},
         train={"protocol": "probe", "ridge_alphas": [1.0, 100.0], "probe_blocks": blocks, "probe_block_weights": [0.5, 2.0]},
+        face_features={"blocks": list(BLOCKS), "workers": 2},
     )
-    (fit,) = train_study(tiny_data, params.model, params.train, tmp_path)
-    details = json.loads((tmp_path / "probe.json").read_text())
+    with pytest.raises(ConfigError, match="reads them from the face_features stage's output"):
+        train_study(tiny_data, params.model, params.train, tmp_path / "models")
+    face_features_stage(params.face_features, tiny_data, tmp_path / "face_features")
+    cached = load_face_features(tmp_path / "face_features", tiny_data)
+    (fit,) = train_study(tiny_data, params.model, params.train, tmp_path / "models", face_features=cached)
+    details = json.loads((tmp_path / "models" / "probe.json").read_text())
     assert details["blocks"] == {"backbone": 1280, "face_embedding": 128, "face_landmarks": 2414}
     assert details["block_weights"]["backbone"] == 1.0 and set(details["block_weights"].values()) <= {0.5, 1.0, 2.0}
-    assert len(details["undetected_faces"]) <= len(tiny_data.faces)
+    assert details["undetected_faces"] == tiny_data.faces["source_file"].iloc[cached.undetected["row"]].tolist()
     net = load_net(fit.best_checkpoint)
     assert net.face_blocks.blocks == tuple(blocks[1:]) and net.heads.linear.weight.shape[1] == 1280 + 128 + 2414
-    # the ridge refitted on the net's own features gives the checkpoint's predictions
+    # the cached blocks are those the model computes from pixels, so the probe fitted on them is the one a fit on
+    # features computed from pixels gives (as it was fitted before the cache), and predicts alike from either
     features = backbone_features(net, tiny_data.images)
+    from_cache = backbone_features(net, tiny_data.images, face_features=cached.columns(BLOCKS))
+    np.testing.assert_allclose(from_cache, features, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        predict_images(net, tiny_data.images, face_features=cached.columns(BLOCKS)), predict_images(net, tiny_data.images),
+        rtol=1e-5, atol=1e-5,
+    )
     train_rows, val_rows = tiny_data.indices("train"), tiny_data.indices("val")
     targets = tiny_data.faces[list(tiny_data.attributes)].to_numpy(np.float64)
     z = (targets - net.target_mean.numpy()) / net.target_std.numpy()

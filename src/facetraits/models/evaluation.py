@@ -12,6 +12,7 @@ import pandas as pd
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from facetraits.data.face_features import CachedFaceFeatures, load_face_features
 from facetraits.data.prepared import PreparedData, predictions_table
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_directory, atomic_write_json
@@ -27,13 +28,18 @@ from facetraits.stage_result import StageResult
 from facetraits.tracking import StageRun, system_metrics
 
 
-def predict_all_faces(data: PreparedData, fits: Sequence[FitResult], precision: str = "32-true") -> np.ndarray:
-    """(N, A) predicted ratings in data.attributes order, each attribute from the model that learned it."""
+def predict_all_faces(
+    data: PreparedData, fits: Sequence[FitResult], precision: str = "32-true",
+    face_features: CachedFaceFeatures | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(N, A) predicted ratings in data.attributes order, each attribute from the model that learned it (a fused
+    probe's face blocks from `face_features`, the face_features stage's)."""
     predicted = np.full((len(data.faces), len(data.attributes)), np.nan, dtype=np.float64)
     for fit in fits:
         net = load_net(fit.best_checkpoint)
         columns = [data.attributes.index(a) for a in fit.attributes]
-        predicted[:, columns] = predict_images(net, data.images, precision=precision)
+        face = None if net.face_blocks is None else face_features.columns(net.face_blocks.blocks)
+        predicted[:, columns] = predict_images(net, data.images, precision=precision, face_features=face)
     return predicted
 
 
@@ -89,8 +95,9 @@ class TrainOutputs:
 
 
 def write_train_outputs(
-    data: PreparedData, fits: Sequence[FitResult], out_dir: Path, precision: str = "32-true"
-) -> TrainOutputs:
+    data: PreparedData, fits: Sequence[FitResult], out_dir: Path, precision: str = "32-true",
+    face_features: CachedFaceFeatures | None = None,
+) -> TrainOutputs:  # fmt: skip
     """metrics.json, history.csv, val_pearson.csv, predictions.csv and figures under out_dir, each atomically;
     predictions in the precision the models were tested in."""
     out_dir = Path(out_dir)
@@ -99,7 +106,7 @@ def write_train_outputs(
     history = history_table(fits)
     write_csv(history, out_dir / "history.csv", index=False)
     write_csv(attribute_history_table(fits), out_dir / "val_pearson.csv", index=False)
-    table = predictions_table(data, predict_all_faces(data, fits, precision))
+    table = predictions_table(data, predict_all_faces(data, fits, precision, face_features))
     write_csv(table, out_dir / "predictions.csv", index=False)
     tables = ("metrics.json", "history.csv", "val_pearson.csv", "predictions.csv")
     artifacts = [(out_dir / name, "train") for name in tables]
@@ -132,22 +139,24 @@ class EpochLogger(MLFlowLogger):
 
 def train_stage(
     data: PreparedData, model: ModelParams, train: TrainParams, tracking: TrackingParams, models_dir: Path,
-    out_dir: Path, run: StageRun | None,
+    out_dir: Path, run: StageRun | None, face_features_dir: Path,
 ) -> StageResult | None:
     """The train stage: fit, score and write; Lightning logs the epochs into the stage's MLflow run, each model
     is logged as an MLflow model and, when it is one model, registered. None on the extra processes of a
-    multi-GPU run (run None): rank 0 writes."""
+    multi-GPU run (run None): rank 0 writes. A fused probe reads its face blocks from `face_features_dir`."""
 
     def logger_for(prefix: str | None) -> Logger | bool:
         if run is None:
             return False
         return EpochLogger(tracking_uri=run.client.tracking_uri, run_id=run.run_id, prefix=prefix or "")
 
+    fused = train.protocol == "probe" and len(train.probe_blocks) > 1
+    face_features = load_face_features(face_features_dir, data) if fused else None
     with system_metrics(run, tracking.system_metrics_s):
-        fits = train_study(data, model, train, models_dir, logger_for)
+        fits = train_study(data, model, train, models_dir, logger_for, face_features=face_features)
     if run is None:
         return None
-    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train))
+    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train), face_features)
     params = run.client.get_run(run.run_id).data.params
     names = [model_name(run, None if len(fits) == 1 else fit.attributes[0]) for fit in fits]
     model_ids = [log_model(run, load_net(fit.best_checkpoint), name, params) for fit, name in zip(fits, names)]

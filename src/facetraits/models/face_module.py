@@ -70,27 +70,31 @@ class FaceTraitsModule(L.LightningModule):
         self.loss = MaskedRegressionLoss(self.optim.loss, self.optim.huber_delta, self.optim.pearson_weight)
         self.val_metrics = AttributeMetrics(attributes)
         self.test_metrics = AttributeMetrics(attributes)
+        # a fused probe's face blocks of every prepared face, by row (the face_features stage's): the val and test
+        # loops read them instead of running dlib; not part of the checkpoint, which computes them from pixels
+        self.cached_face_features: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _standardized_predictions(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _standardized_predictions(self, inputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         if self.hparams.inputs == "features":
             return self.net.heads(inputs)
-        return self.net.standardized(inputs)
+        cached = self.cached_face_features
+        return self.net.standardized(inputs, None if cached is None else cached[index.cpu()].to(inputs.device))
 
     def _standardize(self, targets: torch.Tensor) -> torch.Tensor:
         return (targets - self.net.target_mean) / self.net.target_std
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, targets, _ = batch
-        loss = self.loss(self._standardized_predictions(images), self._standardize(targets))
+        images, targets, index = batch
+        loss = self.loss(self._standardized_predictions(images, index), self._standardize(targets))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, ...], split: str, metrics: AttributeMetrics) -> None:
         images, targets, index = batch
-        standardized = self._standardized_predictions(images)
+        standardized = self._standardized_predictions(images, index)
         loss = self.loss(standardized, self._standardize(targets))
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
         metrics.update(standardized * self.net.target_std + self.net.target_mean, targets, index)

@@ -133,32 +133,37 @@ def trained_checkpoints(models_dir: Path) -> list[Path]:
 
 @torch.no_grad()
 def _outputs(
-    net: FaceTraitsNet, images: np.ndarray, width: int, batch_size: int, forward: Callable[[torch.Tensor], torch.Tensor],
-    precision: str,
+    net: FaceTraitsNet, images: np.ndarray, width: int, batch_size: int,
+    forward: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], precision: str,
+    face_features: np.ndarray | None,
 ) -> np.ndarray:  # fmt: skip
     device = next(net.parameters()).device
     net.eval()
     out = [np.zeros((0, width), dtype=np.float32)]
     for rows in batches(len(images), batch_size):
+        face = None if face_features is None else torch.from_numpy(np.array(face_features[rows])).to(device)
         with inference_precision(device, precision):
-            outputs = forward(image_tensor(images[rows], device))
+            outputs = forward(image_tensor(images[rows], device), face)
         out.append(outputs.float().cpu().numpy())
     return np.concatenate(out)
 
 
 def predict_images(
-    net: FaceTraitsNet, images: np.ndarray, batch_size: int = BATCH_SIZE, precision: str = "32-true"
-) -> np.ndarray:
-    """(N, A) ratings for uint8 (N, S, S, 3) faces, streamed batch by batch (a memory map stays on disk)."""
-    return _outputs(net, images, len(net.attributes), batch_size, net, precision)
+    net: FaceTraitsNet, images: np.ndarray, batch_size: int = BATCH_SIZE, precision: str = "32-true",
+    face_features: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(N, A) ratings for uint8 (N, S, S, 3) faces, streamed batch by batch (a memory map stays on disk); a fused
+    probe's face blocks from `face_features` row for row (the face_features stage's), else from the pixels."""
+    return _outputs(net, images, len(net.attributes), batch_size, net, precision, face_features)
 
 
 def backbone_features(
-    net: FaceTraitsNet, images: np.ndarray, batch_size: int = BATCH_SIZE, precision: str = "32-true"
-) -> np.ndarray:
-    """(N, D) pooled backbone features of uint8 faces: what the probe, the sweep's frozen-backbone trials and
-    the manifold maps use."""
-    return _outputs(net, images, net.feature_dim, batch_size, net.features, precision)
+    net: FaceTraitsNet, images: np.ndarray, batch_size: int = BATCH_SIZE, precision: str = "32-true",
+    face_features: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
+    """(N, D) pooled backbone features of uint8 faces (and a fused probe's face blocks, as predict_images takes
+    them): what the probe, the sweep's frozen-backbone trials and the manifold maps use."""
+    return _outputs(net, images, net.feature_dim, batch_size, net.features, precision, face_features)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_module
 
 from facetraits.config import ModelParams, TrainParams
 from facetraits.data.face_datamodule import FaceDataModule
+from facetraits.data.face_features import CachedFaceFeatures
 from facetraits.data.feature_datamodule import FeatureDataModule
 from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
@@ -250,11 +251,12 @@ def train_study(
     checkpoint_dir: Path,
     logger_for: Callable[[str | None], Logger | bool] = lambda prefix: False,
     extra_callbacks: Sequence[Callback] = (),
+    face_features: CachedFaceFeatures | None = None,
 ) -> list[FitResult]:
     """The shared backbone (one fit, every attribute), the paper's protocol (one model per attribute), or a
-    linear probe of the frozen backbone."""
+    linear probe of the frozen backbone (fused with the face blocks of `face_features`, if it names any)."""
     if train.protocol == "probe":
-        return [fit_probe(data, data.attributes, model, train, checkpoint_dir, logger_for(None))]
+        return [fit_probe(data, data.attributes, model, train, checkpoint_dir, logger_for(None), face_features)]
     if train.protocol == "shared":
         return [fit_attributes(data, data.attributes, model, train, checkpoint_dir, logger_for(None), extra_callbacks)]
     from facetraits.models.scheduling import fit_per_attribute  # it builds on this module
@@ -339,9 +341,11 @@ def fit_probe(
     train: TrainParams,
     checkpoint_dir: Path,
     logger: Logger | bool = False,
+    face_features: CachedFaceFeatures | None = None,
 ) -> FitResult:
     """Ridge per attribute on the frozen backbone's pooled features (and dlib's face features named in
-    train.probe_blocks), saved as a linear-head checkpoint.
+    train.probe_blocks, read by prepared row from `face_features`: the face_features stage's), saved as a
+    linear-head checkpoint.
 
     The checkpoint is an ordinary one (frozen backbone [+ face blocks] + linear head), scored by the same Lightning
     test loop as a trained model. Penalties and block weights are chosen on the val split (ridge on the train
@@ -356,16 +360,20 @@ def fit_probe(
     module = build_module(data, attributes, probe_model, single, face_blocks=face_blocks)
     if runtime.accelerator == "gpu":
         module = module.cuda()
-    undetected: tuple[int, ...] = ()
-    if face_blocks:  # in parallel processes first: the net's own face blocks then find them computed
-        from facetraits.models.components.face_features import BLOCK_DIMS, face_features
-
-        undetected = face_features(data.images, face_blocks, progress=train.progress_bar).undetected
-    features = backbone_features(module.net, data.images, train.batch_size)  # fp32: the ridge is fitted exactly
+    cached = None
+    if face_blocks:
+        if face_features is None:
+            raise ConfigError(
+                f"train.probe_blocks names {face_blocks}: a fused probe reads them from the face_features stage's output"
+            )
+        cached = face_features.columns(face_blocks)
+        module.cached_face_features = torch.from_numpy(cached)  # the val and test loops' too
+    # fp32: the ridge is fitted exactly
+    features = backbone_features(module.net, data.images, train.batch_size, face_features=cached)
     feature_seconds = time.perf_counter() - started
     block_widths = [module.net.backbone.feature_dim]
     if face_blocks:
-        block_widths += [BLOCK_DIMS[block] for block in face_blocks]
+        block_widths += [face_features.blocks[block].shape[1] for block in face_blocks]
     columns = [data.attributes.index(a) for a in attributes]
     targets = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)[:, columns]
     standardized = (targets - module.net.target_mean.cpu().numpy()) / module.net.target_std.cpu().numpy()
@@ -402,7 +410,7 @@ def fit_probe(
     if face_blocks:  # a backbone-only probe's file stays as it was
         details["blocks"] = dict(zip(train.probe_blocks, block_widths, strict=True))
         details["block_weights"] = dict(zip(train.probe_blocks, probe.block_weights, strict=True))
-        details["undetected_faces"] = data.faces["source_file"].iloc[list(undetected)].tolist()  # whole-image box used
+        details["undetected_faces"] = data.faces["source_file"].iloc[face_features.undetected["row"].tolist()].tolist()
     atomic_write_json(checkpoint_dir / "probe.json", details)  # a DVC output: no timings, which MLflow keeps
     if isinstance(logger, Logger):
         logger.log_metrics({"probe/fit_seconds": fit_seconds, "probe/feature_seconds": feature_seconds})

@@ -9,15 +9,16 @@ Two feature blocks beside the ImageNet backbone's, computed from uint8 RGB faces
 
 The model files come from the `face-recognition-models` package and are checked against the sha256 pinned
 here before dlib reads them. A face dlib's detector misses is analysed in the whole-image box (prepared faces
-are cropped to the face), and counted.
+are cropped to the face), and listed. The face_features stage computes the blocks of every prepared face once
+(facetraits.data.face_features); a saved fused probe computes them from pixels (FaceBlocks).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -47,32 +48,7 @@ CHIP_PADDING = 0.25
 DETECTOR_UPSAMPLE = 1  # faces down to ~40 px are found
 RIGHT_EYE, LEFT_EYE = slice(36, 42), slice(42, 48)  # the image's left and right eye in the 68-point scheme
 FACES_PER_TASK = 16
-MEMO_FACES = 20_000  # at most ~200 MB of remembered features
-
-
-class _FeatureMemo:
-    """Features already computed in this process, by the face's pixels: dlib takes ~0.2 s a face, and one train
-    stage asks for the same faces' features several times (the ridge fit, the val and test loops, the written
-    predictions). A pure function's memo: the answer for given pixels never changes."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.known: dict[bytes, tuple[np.ndarray, bool]] = {}  # features, whether a face was detected
-
-    @staticmethod
-    def key(face: np.ndarray, blocks: tuple[str, ...]) -> bytes:
-        digest = hashlib.blake2b(",".join(blocks).encode(), digest_size=20)
-        digest.update(str(face.shape).encode())
-        digest.update(np.ascontiguousarray(face).tobytes())
-        return digest.digest()
-
-    def remember(self, key: bytes, features: tuple[np.ndarray, bool]) -> None:
-        if len(self.known) >= self.capacity:
-            self.known.pop(next(iter(self.known)))  # the oldest first
-        self.known[key] = features
-
-
-_MEMO = _FeatureMemo(MEMO_FACES)
+TASKS_IN_FLIGHT = 2  # per process: its next task is queued, and only these faces are read from a memory map
 
 
 class FaceFeaturesError(FaceTraitsError):
@@ -204,28 +180,29 @@ def _analyse(faces: np.ndarray, blocks: tuple[str, ...]) -> tuple[np.ndarray, li
 def face_features(
     images: np.ndarray, blocks: Sequence[str], workers: int | None = None, progress: bool = True
 ) -> FaceFeatures:
-    """Face feature blocks of uint8 (N, S, S, 3) faces, computed in `workers` processes (default: every core);
-    faces this process has seen are not computed again."""
+    """Face feature blocks of uint8 (N, S, S, 3) faces (a memory map stays on disk: a few tasks' faces are read at a
+    time), computed in `workers` processes (default: every core)."""
     blocks = check_blocks(blocks)
     require_face_models()  # a missing or bad file is named before any process starts
     workers = workers or len(os.sched_getaffinity(0))
-    keys = [_MEMO.key(face, blocks) for face in images]
-    found = {key: _MEMO.known[key] for key in keys if key in _MEMO.known}
-    missing = [i for i, key in enumerate(keys) if key not in found]
-    parts = [missing[rows] for rows in batches(len(missing), FACES_PER_TASK)]
+    values = np.zeros((len(images), sum(BLOCK_DIMS[b] for b in blocks)), dtype=np.float32)
+    undetected: list[int] = []
+    parts = list(batches(len(images), FACES_PER_TASK))
     if parts:
-        with ProcessPoolExecutor(min(workers, len(parts))) as pool, tqdm(
-            total=len(missing), desc="face features", unit="face", disable=not progress
-        ) as bar:
-            for part, (rows, detected) in zip(parts, pool.map(_analyse, (np.asarray(images[p]) for p in parts),
-                                                              [blocks] * len(parts))):  # fmt: skip
-                for index, row, face_found in zip(part, rows, detected, strict=True):
-                    found[keys[index]] = (row, face_found)
-                    _MEMO.remember(keys[index], (row, face_found))
-                bar.update(len(part))
-    width = sum(BLOCK_DIMS[b] for b in blocks)
-    values = np.stack([found[key][0] for key in keys]) if keys else np.zeros((0, width), dtype=np.float32)
-    return FaceFeatures(blocks, values, tuple(i for i, key in enumerate(keys) if not found[key][1]))
+        pool = ProcessPoolExecutor(min(workers, len(parts)))
+        try:
+            with tqdm(total=len(images), desc="face features", unit="face", disable=not progress) as bar:
+                running: deque = deque()
+                for index, part in enumerate(parts):
+                    running.append((part, pool.submit(_analyse, np.asarray(images[part]), blocks)))
+                    while running and (len(running) > TASKS_IN_FLIGHT * workers or index == len(parts) - 1):
+                        done, future = running.popleft()
+                        values[done], detected = future.result()
+                        undetected += [done.start + i for i, found in enumerate(detected) if not found]
+                        bar.update(done.stop - done.start)
+        finally:  # stopped or failed: the queued tasks are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
+    return FaceFeatures(blocks, values, tuple(undetected))
 
 
 @torch.library.custom_op("facetraits::face_features", mutates_args=())
@@ -237,15 +214,10 @@ def face_features_op(images: torch.Tensor, blocks: str) -> torch.Tensor:
     pixels = images.detach().float().mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     if len(pixels) > FACES_PER_TASK:  # a batch: in parallel processes
         features = face_features(pixels, names, progress=False).values
-    else:  # a few faces: here, without starting processes
-        rows = []
-        for face in pixels:
-            key = _MEMO.key(face, names)
-            if key not in _MEMO.known:
-                _MEMO.remember(key, _process_analyzer().features(face, names))
-            rows.append(_MEMO.known[key][0])
-        width = sum(BLOCK_DIMS[b] for b in names)
-        features = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
+    elif len(pixels):  # a few faces: here, without starting processes
+        features = _analyse(pixels, names)[0]
+    else:
+        features = np.zeros((0, sum(BLOCK_DIMS[b] for b in names)), dtype=np.float32)
     return torch.from_numpy(features).to(device=images.device, dtype=torch.float32)
 
 

@@ -42,14 +42,16 @@ class FaceTraitsNet(nn.Module):
         self.register_buffer("target_mean", target_mean.detach().clone().float())
         self.register_buffer("target_std", target_std.detach().clone().float())
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor, face_features: torch.Tensor | None = None) -> torch.Tensor:
         """Penultimate representation: pooled backbone features (in eval mode averaged with the mirrored face's
         if asked).
 
         Faces are near-symmetric and ratings do not depend on the side: averaging both views is a test-time
         augmentation carried by the model itself, so every user of the model (predict, explain, manifold) gets
         it. Training sees one view (random flips augment it) at half the cost. Face blocks, when the model has
-        them, follow the backbone's features (they average the mirror image themselves).
+        them, follow the backbone's features (they average the mirror image themselves): `face_features`, those
+        of these very images already computed (the face_features stage's, by prepared row), or computed from the
+        pixels when None.
         """
         normalized = (images - self.pixel_mean) / self.pixel_std
         if not self.hflip_average or self.training:
@@ -58,16 +60,17 @@ class FaceTraitsNet(nn.Module):
             pooled = (self.backbone(normalized) + self.backbone(normalized.flip(-1))) / 2
         if self.face_blocks is None:
             return pooled
-        return torch.cat([pooled, self.face_blocks(images).to(pooled.dtype)], dim=1)
+        face = self.face_blocks(images) if face_features is None else face_features
+        return torch.cat([pooled, face.to(pooled.dtype)], dim=1)
 
     @property
     def feature_dim(self) -> int:
         """The width of `features`: what the heads read."""
         return self.backbone.feature_dim + (0 if self.face_blocks is None else self.face_blocks.feature_dim)
 
-    def standardized(self, images: torch.Tensor) -> torch.Tensor:
+    def standardized(self, images: torch.Tensor, face_features: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions in train-split z-units, the scale the loss works on."""
-        return self.heads(self.features(images))
+        return self.heads(self.features(images, face_features))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.standardized(images) * self.target_std + self.target_mean
+    def forward(self, images: torch.Tensor, face_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.standardized(images, face_features) * self.target_std + self.target_mean
