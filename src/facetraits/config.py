@@ -20,6 +20,7 @@ from pydantic import AllowInfNan, ConfigDict, Field, Strict, ValidationError, fi
 from pydantic.dataclasses import dataclass
 
 from facetraits.errors import ConfigError
+from facetraits.models.backbone_labels import BACKBONE_LABELS
 
 _FORBID_EXTRA = ConfigDict(extra="forbid")
 
@@ -184,9 +185,6 @@ class ModelParams:
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, backbone: str) -> str:
-        # the one list of backbones; imported here, not at the top, so reading params does not load torch
-        from facetraits.models.components.backbones import BACKBONE_LABELS
-
         if backbone not in BACKBONE_LABELS:
             raise ValueError(f"unknown backbone '{backbone}'; known: {sorted(BACKBONE_LABELS)}")
         return backbone

@@ -19,7 +19,7 @@ from facetraits.data.sources.base import NA_OPTIONS
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
-from facetraits.models.components.backbones import BACKBONE_LABELS
+from facetraits.models.backbone_labels import BACKBONE_LABELS
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
 from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, MEAN_R_INTERVAL_KEYS, headline, read_metrics
 from facetraits.report.intervals import BootstrapSettings, CeilingFaces, Intervals, bootstrap_intervals

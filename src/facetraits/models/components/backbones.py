@@ -171,7 +171,6 @@ def _vgg_features(batch_norm: bool) -> nn.Module:
 
 @dataclass(frozen=True)
 class _Architecture:
-    label: str  # as the report names it
     build: Callable[[int], nn.Module]
     split: Callable[[nn.Module], Backbone]
     imagenet: WeightsEnum
@@ -179,25 +178,25 @@ class _Architecture:
     convolutional: bool = True  # feature maps to pool (ViT: a class token)
 
 
-# The one list of backbones: config validates model.backbone against it, the report takes its labels.
+# How to build each backbone of backbone_labels.BACKBONE_LABELS (the one list: config validates model.backbone
+# against it, the report takes its labels, without loading torch).
 _ARCHITECTURES: dict[str, _Architecture] = {
     "vgg16": _Architecture(
-        "VGG16", lambda size: _vgg_features(False), _vgg16, models.VGG16_Weights.IMAGENET1K_V1, ("classifier.",)
+        lambda size: _vgg_features(False), _vgg16, models.VGG16_Weights.IMAGENET1K_V1, ("classifier.",)
     ),
     "vgg16_bn": _Architecture(
-        "VGG16-BN", lambda size: _vgg_features(True), _vgg16, models.VGG16_BN_Weights.IMAGENET1K_V1, ("classifier.",)
+        lambda size: _vgg_features(True), _vgg16, models.VGG16_BN_Weights.IMAGENET1K_V1, ("classifier.",)
     ),
-    "resnet18": _Architecture("ResNet-18", lambda size: models.resnet18(), _resnet, models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet50": _Architecture("ResNet-50", lambda size: models.resnet50(), _resnet, models.ResNet50_Weights.IMAGENET1K_V2),
+    "resnet18": _Architecture(lambda size: models.resnet18(), _resnet, models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet50": _Architecture(lambda size: models.resnet50(), _resnet, models.ResNet50_Weights.IMAGENET1K_V2),
     "vit_b_16": _Architecture(
-        "ViT-B/16", lambda size: models.vit_b_16(image_size=size), _vit_b_16, models.ViT_B_16_Weights.IMAGENET1K_V1,
+        lambda size: models.vit_b_16(image_size=size), _vit_b_16, models.ViT_B_16_Weights.IMAGENET1K_V1,
         convolutional=False,
-    ),  # fmt: skip
+    ),
     "mobilenet_v2": _Architecture(
-        "MobileNetV2", lambda size: models.mobilenet_v2(), _mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1
+        lambda size: models.mobilenet_v2(), _mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V1
     ),
 }
-BACKBONE_LABELS: dict[str, str] = {name: architecture.label for name, architecture in _ARCHITECTURES.items()}
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
