@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from mlflow.tracking import MlflowClient
 
 from facetraits.errors import DataError
-from facetraits.stage import Stage, StageInputs, run_stage
+from facetraits.stage import Stage, StageInputs, run_stage, stopped_by_signals
 from facetraits.stage_result import StageResult
 from facetraits.sweep.outputs import read_best_params
 from facetraits.tracking import (
@@ -177,3 +178,11 @@ def test_a_stage_with_nothing_to_log_makes_no_run(project: Path) -> None:
     seen: list[StageInputs] = []
     assert run_stage(_stage(tracked=lambda params: False), _args(project), seen.append) == 0
     assert seen[0].run is None and _runs(project) == []
+
+
+def test_a_forked_pool_worker_terminated_inside_a_stage_ends_without_a_traceback(capfd) -> None:
+    """A Pool terminates its forked workers with SIGTERM when its work is done; they inherit the stage's stop handler,
+    which must let them die quietly instead of raising StageInterrupted (a traceback in every prepare log)."""
+    with stopped_by_signals(), multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+    assert "Traceback" not in capfd.readouterr().err

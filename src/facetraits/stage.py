@@ -210,8 +210,13 @@ def stopped_by_signals():
         return
 
     deadlines: list[threading.Timer] = []
+    owner = os.getpid()
 
     def stop(signum: int, frame: object) -> None:
+        if os.getpid() != owner:  # a forked worker (a Pool's, terminated when its work is done): die as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         for name in STOP_SIGNALS:
             signal.signal(name, signal.SIG_IGN)
         deadlines.append(_kill_tree_after(GRACE_S, signum))
