@@ -12,7 +12,8 @@ Sections (one JSON line each, and all together in --json):
 - explain: maps/s per attribution method (explain's defaults: IG steps, GradientSHAP samples);
 - peak memory: GPU bytes allocated (torch.cuda.max_memory_allocated), or the process's peak RSS on a CPU.
 The goal it checks: VGG16 at 224 px, bf16-mixed + channels_last, >= 5,000 training images/s on one
-H100-class GPU (25% of its dense bf16 FLOP limit).
+H100-class GPU (~93 GFLOP a training image, 2 FLOP a multiply-add: ~47% of its
+dense bf16 peak of 989 TFLOP/s; counting a multiply-add as one operation, as this goal once did, reads 25%).
 """
 
 from __future__ import annotations
