@@ -63,7 +63,12 @@ def mean_heatmap_grid(mean_face: np.ndarray, means: Mapping[str, Mapping[str, np
     """Rows = attributes, columns = methods: each mean map over the mean face (faces are aligned)."""
     attributes = list(means)
     methods = list(dict.fromkeys(m for per_method in means.values() for m in per_method))
-    figure = Figure(figsize=(1.5 * len(methods) + 1.0, 1.5 * len(attributes) + 0.5), layout="constrained")
+    width, height = 1.5 * len(methods) + 1.0, 1.5 * len(attributes) + 0.5
+    figure = Figure(figsize=(width, height))
+    # Fixed margins in inches (the row labels left, the title and column titles above), as in the galleries.
+    figure.subplots_adjust(
+        left=0.35 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - 0.5 / height, wspace=0.05, hspace=0.08
+    )
     axes = figure.subplots(len(attributes), len(methods), squeeze=False)
     for row, attribute in enumerate(attributes):
         for column, method in enumerate(methods):
@@ -76,7 +81,7 @@ def mean_heatmap_grid(mean_face: np.ndarray, means: Mapping[str, Mapping[str, np
                 ax.set_title(method.replace("_", " "), fontsize=8)
             if column == 0:
                 ax.set_ylabel(attribute, fontsize=8)
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
     return figure
 
 

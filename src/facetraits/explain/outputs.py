@@ -221,7 +221,7 @@ def explain_stage(
         if predicted and model == "main":
             explanations += explain_study(net, data, predicted, params, precision=precision, regions=regions)
         if predicted and params.region_importance:
-            importances += region_importance(net, data, sample, predicted, regions, params, model)
+            importances += region_importance(net, data, sample, predicted, regions, params, model, precision=precision)
     if not explanations:
         raise ConfigError(
             f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"

@@ -41,12 +41,12 @@ class RegionImportance:
 
 def region_importance(
     net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, attributes: Sequence[str], regions: FaceRegions,
-    params: ExplainParams, model: str, show_progress: bool = True,
+    params: ExplainParams, model: str, show_progress: bool = True, precision: str = "32-true",
 ) -> list[RegionImportance]:  # fmt: skip
     """Each attribute's region drops over the faces at `rows`, `batch_size` faces at a time (one set of forward
-    passes for every attribute)."""
+    passes for every attribute, in `precision`: the study's)."""
     device = next(net.parameters()).device
-    method = build_method(RegionOcclusion.name, net, params, regions)
+    method = build_method(RegionOcclusion.name, net, params, regions, precision)
     assert isinstance(method, RegionOcclusion)
     targets, parts = [net.attributes.index(attribute) for attribute in attributes], []
     with tqdm(total=len(rows), desc=f"regions ({model})", unit="face", disable=not show_progress) as bar:

@@ -18,7 +18,7 @@ from facetraits.explain.maps import RunningMean, attribution_maps, image_batch, 
 from facetraits.explain.methods import build_method
 from facetraits.explain.methods.base import baseline_images
 from facetraits.explain.methods.region_occlusion import RegionReader
-from facetraits.explain.scores.faithfulness import PerturbationCurves, perturbation_curves
+from facetraits.explain.scores.faithfulness import PerturbationCurves, curve_ends, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
 from facetraits.explain.scores.spread import mean_interval, randomization_p
@@ -111,9 +111,10 @@ def mean_defined(values: np.ndarray) -> float:
 
 def _curve_scores(
     net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, maps: np.ndarray, targets: Sequence[int],
-    params: ExplainParams, precision: str,
+    params: ExplainParams, precision: str, ends: np.ndarray | None = None,
 ) -> list[PerturbationCurves]:  # fmt: skip
-    """Deletion / insertion over `rows`, `batch_size` faces at a time, for each of `targets`."""
+    """Deletion / insertion over `rows`, `batch_size` faces at a time, for each of `targets`; `ends`: the faces'
+    `scored_ends` (predicted here when not given)."""
     device = next(net.parameters()).device
     parts = []
     for part in batches(len(rows), params.batch_size):
@@ -122,9 +123,23 @@ def _curve_scores(
         parts.append(perturbation_curves(
             net, images, torch.from_numpy(maps[part]).to(device),
             baseline_images(images, params.baseline, params.blur_sigma), targets, params.curve_steps,
-            params.batch_size, chunk.tolist(), params.seed, precision,
+            params.batch_size, chunk.tolist(), params.seed, precision, ends=None if ends is None else ends[part],
         ))  # fmt: skip
     return [PerturbationCurves.concatenate(per_target) for per_target in zip(*parts, strict=True)]
+
+
+def scored_ends(
+    net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, params: ExplainParams, precision: str
+) -> np.ndarray:
+    """(len(rows), 2, outputs) predictions of each scored face and of its reference: the ends of its curves for
+    every method and attribute (all score the same faces), predicted once."""
+    device = next(net.parameters()).device
+    parts = [np.zeros((0, 2, len(net.attributes)))]
+    for part in batches(len(rows), params.batch_size):
+        images = image_batch(data.images, rows[part], device)
+        references = baseline_images(images, params.baseline, params.blur_sigma)
+        parts.append(curve_ends(net, images, references, params.batch_size, precision))
+    return np.concatenate(parts)
 
 
 def _auc_scores(curves: PerturbationCurves) -> dict[str, float]:
@@ -134,7 +149,7 @@ def _auc_scores(curves: PerturbationCurves) -> dict[str, float]:
 
 def random_order_scores(
     net: FaceTraitsNet, data: PreparedData, scored_rows: np.ndarray, attributes: Sequence[str], params: ExplainParams,
-    precision: str = "32-true",
+    precision: str = "32-true", ends: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """What a random ordering of pixels scores on the scored faces, per attribute.
 
@@ -143,7 +158,7 @@ def random_order_scores(
     """
     noise = np.random.default_rng(params.seed).random((len(scored_rows), *data.images.shape[1:3]), dtype=np.float32)
     targets = [net.attributes.index(attribute) for attribute in attributes]
-    curves = _curve_scores(net, data, scored_rows, noise, targets, params, precision)
+    curves = _curve_scores(net, data, scored_rows, noise, targets, params, precision, ends)
     return {a: {f"random_{k}": v for k, v in _auc_scores(c).items()} for a, c in zip(attributes, curves, strict=True)}
 
 
@@ -159,12 +174,13 @@ def _explain_method(
     progress: tqdm | None,
     precision: str,
     regions: RegionReader | None,
+    ends: np.ndarray | None,
 ) -> MethodMaps:
     """One pass over the mapped faces: the mean map and ground-truth scores accumulate, kept maps are stored."""
     target = net.attributes.index(attribute)
     kept = np.zeros((len(selection.rows), *data.images.shape[1:3]), dtype=np.float32)
     mean_map, mass, rank = RunningMean(), [], RunningMean()
-    method, mapped = build_method(name, net, params, regions), selection.mapped
+    method, mapped = build_method(name, net, params, regions, precision), selection.mapped
     started = time.perf_counter()
     for rows, maps in map_batches(method, data.images, mapped, target, params.batch_size, progress):
         keep = np.isin(rows, selection.rows)
@@ -177,10 +193,11 @@ def _explain_method(
             rank.add(relevance_rank_accuracy(maps[averaged], truth))
     maps_per_s = len(mapped) / (time.perf_counter() - started)
     scored_rows, scored_maps = selection.rows[selection.scored], kept[selection.scored]
-    (curves,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision)
+    (curves,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision, ends)
     scores, face_scores = _auc_scores(curves), curves.face_aucs()
     randomized_maps = attribution_maps(
-        build_method(name, randomized, params, regions), data.images, scored_rows, target, params.batch_size, progress
+        build_method(name, randomized, params, regions, precision), data.images, scored_rows, target, params.batch_size,
+        progress,
     )
     face_scores["randomization_rank_corr"] = map_rank_correlation(scored_maps, randomized_maps)
     scores["randomization_rank_corr"] = mean_defined(face_scores["randomization_rank_corr"])
@@ -207,10 +224,11 @@ def explain_attribute(
     progress: tqdm | None = None,
     precision: str = "32-true",
     regions: RegionReader | None = None,
+    ends: np.ndarray | None = None,
 ) -> AttributeExplanation:
     """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces; `precision`:
     the forward passes' without gradients (deletion / insertion), as in `inference_precision`; `regions`: the
-    faces' region labels by row (for region occlusion)."""
+    faces' region labels by row (for region occlusion); `ends`: the scored faces' `scored_ends`, when known."""
     masks = data.relevance_masks(attribute)
     reference = dict(random_order)
     if masks is not None:
@@ -219,7 +237,9 @@ def explain_attribute(
             area.add(mask_area_fraction(masks(selection.mean_rows[part])))
         reference["mask_area_fraction"] = float(area.mean())
     results = [
-        _explain_method(name, net, randomized, data, attribute, selection, masks, params, progress, precision, regions)
+        _explain_method(
+            name, net, randomized, data, attribute, selection, masks, params, progress, precision, regions, ends
+        )
         for name in params.methods
     ]
     return AttributeExplanation(attribute, selection, results, reference)
@@ -252,15 +272,15 @@ def explain_study(
     }
     randomized = randomized_copy(net, params.randomize_blocks, params.seed)
     any_selection = next(iter(selections.values()))  # every attribute scores the same faces
-    random_order = random_order_scores(
-        net, data, any_selection.rows[any_selection.scored], attributes, params, precision
-    )
+    scored_rows = any_selection.rows[any_selection.scored]
+    ends = scored_ends(net, data, scored_rows, params, precision)
+    random_order = random_order_scores(net, data, scored_rows, attributes, params, precision, ends)
     total = len(params.methods) * sum(len(s.mapped) + len(s.scored) for s in selections.values())
     with tqdm(total=total, desc="explain", unit="map", disable=not show_progress) as progress:
         return [
             explain_attribute(
                 net, randomized, data, attribute, selections[attribute], params, random_order[attribute], progress,
-                precision, regions,
+                precision, regions, ends,
             )
             for attribute in attributes
         ]

@@ -15,9 +15,11 @@ from facetraits.models.components.net import FaceTraitsNet
 
 
 def build_method(
-    name: str, net: FaceTraitsNet, params: ExplainParams, regions: RegionReader | None = None
-) -> AttributionMethod:
-    """`regions`: the faces' region labels by row, which region occlusion needs (the explain stage has them)."""
+    name: str, net: FaceTraitsNet, params: ExplainParams, regions: RegionReader | None = None,
+    precision: str = "32-true",
+) -> AttributionMethod:  # fmt: skip
+    """`regions`: the faces' region labels by row, which region occlusion needs (the explain stage has them);
+    `precision`: the study's, for region occlusion's forward passes (gradient methods stay fp32)."""
     common = {"baseline": params.baseline, "blur_sigma": params.blur_sigma}
     sampled = {**common, "stdev": params.noise_stdev, "seed": params.seed, "batch_size": params.batch_size}
     builders = {
@@ -29,7 +31,9 @@ def build_method(
         GradientShap.name: lambda: GradientShap(net, samples=params.shap_samples, **sampled),
         Saliency.name: lambda: Saliency(net, **common),
         SmoothGrad.name: lambda: SmoothGrad(net, samples=params.noise_samples, **sampled),
-        RegionOcclusion.name: lambda: RegionOcclusion(net, regions=regions, batch_size=params.batch_size, **common),
+        RegionOcclusion.name: lambda: RegionOcclusion(
+            net, regions=regions, batch_size=params.batch_size, precision=precision, **common
+        ),
     }
     if name not in builders:
         raise ConfigError(f"explain.methods: unknown method '{name}'; known: {list(METHOD_NAMES)}")

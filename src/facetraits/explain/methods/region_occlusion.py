@@ -10,6 +10,7 @@ from captum.attr import FeatureAblation
 from facetraits.explain.methods.base import AttributionMethod, Baseline
 from facetraits.explain.regions import REGIONS
 from facetraits.models.components.net import FaceTraitsNet
+from facetraits.models.inference import inference_precision
 
 RegionReader = Callable[[Sequence[int]], np.ndarray]  # face keys (rows) -> uint8 (B, H, W) labels into REGIONS
 
@@ -18,14 +19,16 @@ class _SharedPasses:
     """The model's standardized outputs (every attribute) of the last batch of occluded images: captum scores one
     attribute per call, and every attribute occludes the same images, so one set of forward passes serves them all."""
 
-    def __init__(self, net: FaceTraitsNet) -> None:
+    def __init__(self, net: FaceTraitsNet, precision: str) -> None:
         self.net = net
+        self.precision = precision
         self.known: dict[bytes, torch.Tensor] = {}
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         key = hashlib.blake2b(images.detach().cpu().numpy().tobytes(), digest_size=16).digest()
         if key not in self.known:
-            self.known[key] = self.net.standardized(images)
+            with inference_precision(images.device, self.precision):
+                self.known[key] = self.net.standardized(images).float()
         return self.known[key]
 
     def forget(self) -> None:
@@ -36,19 +39,21 @@ class RegionOcclusion(AttributionMethod):
     """Feature ablation over face regions (captum's FeatureAblation, the regions as its feature mask): each region
     in turn is replaced by the `explain.baseline` image, and its pixels get the drop of the standardized prediction.
 
-    No gradient is taken, so it explains any model, dlib's face features and combinations included. Drops are in
-    the attribute's train-split standard deviations, so attributes compare; the map is their magnitude.
+    No gradient is taken, so it explains any model, dlib's face features and combinations included, and its
+    forward passes run in `precision` (the study's, as its predictions). Drops are in the attribute's train-split
+    standard deviations, so attributes compare; the map is their magnitude.
     """
 
     name = "region_occlusion"
 
     def __init__(
-        self, net: FaceTraitsNet, baseline: Baseline, blur_sigma: float, regions: RegionReader, batch_size: int
-    ) -> None:
+        self, net: FaceTraitsNet, baseline: Baseline, blur_sigma: float, regions: RegionReader, batch_size: int,
+        precision: str = "32-true",
+    ) -> None:  # fmt: skip
         super().__init__(net, baseline, blur_sigma)
         self.regions = regions
         self.batch_size = batch_size
-        self.passes = _SharedPasses(net)
+        self.passes = _SharedPasses(net, precision)
 
     def maps(self, images: torch.Tensor, target: int, keys: Sequence[int] | None = None) -> torch.Tensor:
         keys = range(len(images)) if keys is None else keys

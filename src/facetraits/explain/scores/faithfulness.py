@@ -96,6 +96,20 @@ def _step_predictions(
 
 
 @torch.no_grad()
+def curve_ends(
+    net: FaceTraitsNet, images: torch.Tensor, references: torch.Tensor, batch_size: int, precision: str = "32-true"
+) -> np.ndarray:
+    """(B, 2, outputs) standardized predictions of each face and of its reference: the ends of every deletion and
+    insertion curve of the face, whatever the map, so one set of passes can serve every method and attribute."""
+    both = torch.stack([images, references], dim=1).flatten(0, 1)
+    predictions = []
+    for chunk in both.split(batch_size):
+        with inference_precision(images.device, precision):
+            predictions.append(net.standardized(chunk).float())
+    return torch.cat(predictions).view(len(images), 2, -1).double().cpu().numpy()
+
+
+@torch.no_grad()
 def perturbation_curves(
     net: FaceTraitsNet,
     images: torch.Tensor,
@@ -108,17 +122,22 @@ def perturbation_curves(
     seed: int,
     precision: str = "32-true",
     min_gap: float = 0.05,
+    ends: np.ndarray | None = None,
 ) -> list[PerturbationCurves]:
     """images and references (B, 3, H, W) in [0, 1], maps (B, H, W); curves of each of `targets`' outputs.
 
     One forward pass per face and step serves every target, so a map shared by several attributes (the
-    random-order reference) costs one set of passes. Insertion's ends are deletion's (the reference and the
-    face), so only its inner steps are predicted. `keys` (the faces' rows) and `seed` draw the order of tied pixels.
+    random-order reference) costs one set of passes. Both curves run between the face and its reference, so only
+    their inner steps depend on the map; `ends` (`curve_ends` of these faces, computed when not given) lets the
+    caller predict those once for all its maps. `keys` (the faces' rows) and `seed` draw the order of tied pixels.
     """
-    chosen = _step_masks(maps, steps, keys, seed)
-    deletion = _step_predictions(net, chosen, references, images, batch_size, precision)
-    inner = _step_predictions(net, chosen[:, 1:-1], images, references, batch_size, precision)
-    insertion = np.concatenate([deletion[:, -1:], inner, deletion[:, :1]], axis=1)
+    ends = curve_ends(net, images, references, batch_size, precision) if ends is None else ends
+    chosen = _step_masks(maps, steps, keys, seed)[:, 1:-1]
+    removed = _step_predictions(net, chosen, references, images, batch_size, precision)
+    inserted = _step_predictions(net, chosen, images, references, batch_size, precision)
+    face, reference = ends[:, :1], ends[:, 1:]
+    deletion = np.concatenate([face, removed, reference], axis=1)
+    insertion = np.concatenate([reference, inserted, face], axis=1)
     return [_relative_curves(deletion[..., target], insertion[..., target], min_gap) for target in targets]
 
 
