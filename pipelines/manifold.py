@@ -5,23 +5,20 @@ from __future__ import annotations
 import sys
 
 from facetraits.manifold.study import manifold_stage
-from facetraits.models.inference import resolve_precision
 from facetraits.stage import Stage, StageInputs, run_stage
 
 STAGE = Stage(
     name="manifold",
     description=__doc__,
-    paths={"prepared": "data/prepared", "models": "models", "out": "results/manifold"},
+    paths={"prepared": "data/prepared", "train": "results/train", "out": "results/manifold"},
     outputs=lambda paths: (paths.out,),
     logged=("manifold",),
+    help={"train": "the train stage's results (features.npy, predictions.csv)"},
 )
 
 
 def call(stage: StageInputs):
-    params, paths = stage.params, stage.paths
-    train = params.train
-    precision = resolve_precision(train)
-    return manifold_stage(stage.data, params.manifold, train.accelerator, precision, paths.models, paths.out)
+    return manifold_stage(stage.data, stage.params.manifold, stage.paths.train, stage.paths.out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def mapped(trained) -> dict:
     params_file = trained["root"] / "params_manifold.yaml"
     params_file.write_text(yaml.safe_dump({**params, "manifold": MANIFOLD}))
     out = trained["root"] / "manifold"
-    args = ["--params", str(params_file), "--prepared", str(trained["prepared"]), "--models", str(trained["models"])]
+    args = ["--params", str(params_file), "--prepared", str(trained["prepared"]), "--train", str(trained["out"])]
     assert stage("manifold")([*args, "--out", str(out)]) == 0
     client = trained["client"]
     experiment = client.get_experiment_by_name(trained["tracking"].experiment)
@@ -51,7 +51,7 @@ def test_every_map_is_scored_drawn_and_saved(mapped) -> None:
     }  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     data = load_prepared(mapped["prepared"])
-    assert metrics["faces"] == 40 and metrics["features_from"] == str(mapped["models"] / "best.ckpt")
+    assert metrics["faces"] == 40 and metrics["features_from"] == str(mapped["out"] / "features.npy")
     assert metrics["scored_split"] == "test" and metrics["scored_faces"] == len(data.indices("test")) > 0
     assert metrics["feature_dims"] > 0 and metrics["agreement"]["pairs"] == 3
     assert set(metrics["maps"]) == set(SOURCES)
@@ -74,7 +74,7 @@ def test_correlations_are_of_the_test_faces_only(mapped) -> None:
     """The model learned the training faces' ratings: the stage scores on the test split, as data.indices gives it."""
     data = load_prepared(mapped["prepared"])
     test = data.indices("test")
-    predicted = model_vectors([mapped["models"] / "best.ckpt"], data.images, data.attributes).predicted
+    predicted = model_vectors(mapped["out"], data).predicted
     human = attribute_correlations(data.faces[ATTRIBUTES].iloc[test])
     model = attribute_correlations(predicted.iloc[test])
     for name, expected in (
@@ -116,16 +116,19 @@ def test_metrics_file_holds_no_timings(mapped) -> None:
     assert "seconds" not in text and "faces" in text
 
 
-def test_model_vectors_are_the_checkpoints_features_and_predictions(trained) -> None:
+def test_model_vectors_are_the_trained_models_features_and_predictions(trained, tmp_path) -> None:
+    """The train stage's features and predictions are a pass of every face through its best model, bit for bit."""
     data = load_prepared(trained["prepared"])
-    checkpoint = trained["models"] / "best.ckpt"
-    vectors = model_vectors([checkpoint], data.images, data.attributes)
-    net = load_module(checkpoint).net
+    vectors = model_vectors(trained["out"], data)
+    net = load_module(trained["models"] / "best.ckpt").net
     np.testing.assert_array_equal(vectors.features, backbone_features(net, data.images))
-    np.testing.assert_allclose(vectors.predicted.to_numpy(), predict_images(net, data.images), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(vectors.predicted.to_numpy(), predict_images(net, data.images))
     assert list(vectors.predicted.columns) == list(data.attributes)
-    with pytest.raises(DataError, match=r"predicts \['smug'\]"):
-        model_vectors([checkpoint], data.images[:4], [*data.attributes, "smug"])
+    with pytest.raises(DataError, match=r"features.npy: not found; run the train stage"):
+        model_vectors(tmp_path, data)
+    np.save(tmp_path / "features.npy", vectors.features[:4])
+    with pytest.raises(DataError, match=r"features of shape \(4, \d+\) for 40 prepared faces"):
+        model_vectors(tmp_path, data)
 
 
 def test_manifold_refuses_pairs_the_data_lacks(trained, tmp_path, capsys) -> None:
@@ -138,8 +141,8 @@ def test_manifold_refuses_pairs_the_data_lacks(trained, tmp_path, capsys) -> Non
         str(tmp_path / "params.yaml"),
         "--prepared",
         str(trained["prepared"]),
-        "--models",
-        str(trained["models"]),
+        "--train",
+        str(trained["out"]),
     ]
     assert stage("manifold")([*args, "--out", str(tmp_path / "manifold")]) == 1
     assert "error: manifold.pairs: ['smug'] not in the prepared data attributes" in capsys.readouterr().err

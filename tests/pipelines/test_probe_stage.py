@@ -37,7 +37,10 @@ def probed(trained, tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert stage("train")([*args, "--out", str(root / "train")]) == 0
     tracking = trained["tracking"]
     study = {"client": trained["client"], "tracking": type(tracking)(tracking.uri, "probe-stage", tracking.artifacts)}
-    return {"root": root, "args": args, "models": root / "models", "run": _stage_run(study, "train"), **study}
+    return {
+        "root": root, "args": args, "prepared": trained["prepared"], "models": root / "models",
+        "run": _stage_run(study, "train"), **study,
+    }  # fmt: skip
 
 
 def test_probe_run_logs_metrics_penalties_and_a_model(probed) -> None:
@@ -74,5 +77,8 @@ def test_explain_and_manifold_stages_use_the_probe(probed) -> None:
     assert stage("explain")([*probed["args"], "--out", str(explain_out)]) == 0
     scores = json.loads((explain_out / "scores.json").read_text())
     assert json.dumps(scores).count("guided_gradcam") > 0
-    assert stage("manifold")([*probed["args"], "--out", str(manifold_out)]) == 0
+    root = probed["root"]
+    paths = {"params": root / "params.yaml", "prepared": probed["prepared"], "train": root / "train"}
+    manifold_args = [x for key, value in paths.items() for x in (f"--{key}", str(value))]
+    assert stage("manifold")([*manifold_args, "--out", str(manifold_out)]) == 0
     assert (manifold_out / "metrics.json").is_file()

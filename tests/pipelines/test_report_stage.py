@@ -31,7 +31,7 @@ def reported(explained) -> dict:
     params["tracking"]["experiment"] = "report-manifold"  # the manifold tests expect their stage's run alone
     manifold_params = explained["root"] / "params_report_manifold.yaml"
     manifold_params.write_text(yaml.safe_dump(params))
-    paths = ["--prepared", str(explained["prepared"]), "--models", str(explained["models"])]
+    paths = ["--prepared", str(explained["prepared"]), "--train", str(explained["out"])]
     assert stage("manifold")(["--params", str(manifold_params), *paths, "--out", str(results / "manifold")]) == 0
     assert stage("report")([*stage_args(explained, "prepared"), "--results", str(results)]) == 0
     return {**explained, "results": results}

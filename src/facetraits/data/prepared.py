@@ -4,7 +4,7 @@ later stage."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,12 @@ def load_prepared(root: Path) -> PreparedData:
     return PreparedData(root=root, images=images, faces=faces, meta=meta)
 
 
+# What a training stage writes beside its metrics, for every prepared face: the predictions (predictions_table) and the
+# (N, D) features its first model's heads read them from (the manifold stage maps them instead of a second pass).
+PREDICTIONS_FILE = "predictions.csv"
+FEATURES_FILE = "features.npy"
+
+
 def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame:
     """Long table for scatter plots: one row per face and attribute, the human mean next to the prediction."""
     attributes = list(data.attributes)
@@ -87,3 +93,16 @@ def predictions_table(data: PreparedData, predicted: np.ndarray) -> pd.DataFrame
             "predicted": predicted.reshape(-1),
         }
     )
+
+
+def read_predictions(path: Path, ids: Sequence[str], attributes: Sequence[str]) -> np.ndarray:
+    """(faces in `ids` order, attributes) predictions from a stage's long predictions table (predictions_table's)."""
+    try:
+        table = pd.read_csv(path, dtype={"id": str, "attribute": str, "split": str}, **NA_OPTIONS)
+    except FileNotFoundError:
+        raise DataError(f"{path}: predictions not found; rerun the stage that writes them (dvc repro)") from None
+    wide = table.pivot_table(index="id", columns="attribute", values="predicted", aggfunc="first", dropna=False)
+    missing = sorted(set(ids) - set(wide.index)) + sorted(set(attributes) - set(wide.columns))
+    if missing:
+        raise DataError(f"{path}: no predictions for {missing[:5]}; the file is stale: rerun the stage that writes it")
+    return wide.reindex(index=list(ids), columns=list(attributes)).to_numpy(dtype=np.float64)

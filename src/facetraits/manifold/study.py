@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from facetraits.config import ManifoldParams
-from facetraits.data.prepared import PreparedData
+from facetraits.data.prepared import FEATURES_FILE, PREDICTIONS_FILE, PreparedData, read_predictions
 from facetraits.errors import ConfigError, DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
@@ -40,14 +40,6 @@ from facetraits.manifold.scores import (
     pair_labels,
     silhouette_by_label,
 )
-from facetraits.models.inference import (
-    backbone_features,
-    device_for,
-    load_net,
-    predict_from_features,
-    predict_images,
-    trained_checkpoints,
-)
 from facetraits.numbers import flat_metrics, json_number
 from facetraits.spreadsheet import write_csv
 from facetraits.stage_result import StageResult
@@ -65,7 +57,7 @@ METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 SCATTER_METHODS = ("umap", "tsne", "pca")
 # Rating-based scores use only these faces: the model was fitted to the training faces' ratings.
 SCORED_SPLIT = "test"
-TAG_FEATURES_FROM = "facetraits.manifold.features_from"  # the checkpoint whose backbone features are mapped
+TAG_FEATURES_FROM = "facetraits.manifold.features_from"  # the train stage's features file that is mapped
 # Fewer attributes give fewer than 3 attribute pairs, too few to correlate two correlation matrices.
 MIN_AGREEMENT_ATTRIBUTES = 3
 
@@ -130,36 +122,24 @@ class ManifoldOutputs:
     flat_metrics: dict[str, float]
 
 
-def model_vectors(
-    checkpoints: Sequence[Path],
-    images: np.ndarray,
-    attributes: Sequence[str],
-    device: str = "cpu",
-    batch_size: int = 64,
-    precision: str = "32-true",
-) -> ModelVectors:
-    """Features from the first checkpoint's backbone; every attribute predicted by the checkpoint that learned it.
-
-    One shared model (the usual protocol) runs its backbone once: its heads read the features already
-    computed. With one model per attribute there is no single backbone, so the first one stands in.
-    """
-    if not checkpoints:
-        raise DataError("no trained model to map faces with; run the train stage first (dvc repro train)")
+def model_vectors(train_dir: Path, data: PreparedData) -> ModelVectors:
+    """The train stage's features of every face (its first model's, which that model's heads read) and its
+    predictions, in prepared order: what a second pass of every face through the models gave, bit for bit, without
+    the pass (or torch)."""
     start = time.perf_counter()
-    nets = (load_net(checkpoint, device) for checkpoint in checkpoints)
-    first = next(nets)
-    features = backbone_features(first, images, batch_size, precision)
-    columns = dict(zip(first.attributes, predict_from_features(first, features, precision).T, strict=True))
-    for net in nets:
-        columns.update(zip(net.attributes, predict_images(net, images, batch_size, precision).T, strict=True))
-    unpredicted = [name for name in attributes if name not in columns]
-    if unpredicted:
+    path = Path(train_dir) / FEATURES_FILE
+    try:
+        features = np.load(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run the train stage first (dvc repro train)") from None
+    if features.ndim != 2 or len(features) != len(data.faces):
         raise DataError(
-            f"no model among {[str(c) for c in checkpoints]} predicts {unpredicted}; "
+            f"{path}: features of shape {features.shape} for {len(data.faces)} prepared faces; the file is stale: "
             "retrain on the prepared data (dvc repro train)"
         )
-    predicted = pd.DataFrame({name: columns[name].astype(np.float64) for name in attributes})
-    return ModelVectors(features, predicted, str(checkpoints[0]), time.perf_counter() - start)
+    attributes = list(data.attributes)
+    predicted = read_predictions(Path(train_dir) / PREDICTIONS_FILE, data.faces["id"], attributes)
+    return ModelVectors(features, pd.DataFrame(predicted, columns=attributes), str(path), time.perf_counter() - start)
 
 
 def label_table(human: pd.DataFrame, pairs: str | Sequence[Sequence[str]]) -> pd.DataFrame:
@@ -424,25 +404,21 @@ def best_model_map(maps: Sequence[FaceMap]) -> FaceMap:
     return max(model_maps, key=lambda face_map: np.nan_to_num(face_map.knn_r_mean, nan=-1.0))
 
 
-def manifold_stage(
-    data: PreparedData, params: ManifoldParams, accelerator: str, precision: str, models_dir: Path, out_dir: Path
-) -> StageResult:
-    """The manifold stage: every face mapped from the trained model(s) and human ratings, scored and drawn;
-    `precision`: the one the models were trained and tested in (resolved)."""
-    checkpoints = trained_checkpoints(models_dir)
-    model = model_vectors(checkpoints, data.images, data.attributes, device_for(accelerator), precision=precision)
+def manifold_stage(data: PreparedData, params: ManifoldParams, train_dir: Path, out_dir: Path) -> StageResult:
+    """The manifold stage: every face mapped from the train stage's features and predictions (`train_dir`) and
+    from human ratings, scored and drawn."""
+    model = model_vectors(train_dir, data)
     human = data.faces[list(data.attributes)]
     ids, train, test = data.faces["id"].to_numpy(), data.indices("train"), data.indices(SCORED_SPLIT)
     study = manifold_study(model, ids, human, train, test, params)
     outputs = write_manifold_outputs(study, out_dir)
     best = best_model_map(study.maps)
-    shared = "" if len(checkpoints) == 1 else f" (the first of {len(checkpoints)} per-attribute models)"
     agreement = "" if study.agreement is None else f"; human vs model correlations r {study.agreement['pearson']:.2f}"
     seconds = sum(outputs.seconds.values())
     summary = (
-        f"manifold: {len(study.maps)} maps of {len(study.ids)} faces, features from {study.features_from}{shared}; "
+        f"manifold: {len(study.maps)} maps of {len(study.ids)} faces, features from {study.features_from}; "
         f"scored on {len(study.scored_rows)} {SCORED_SPLIT} faces: best mean kNN r {best.knn_r_mean:.2f} "
         f"({best.source} {best.method} {best.dims}-D){agreement}; {seconds:.0f} s"
     )
-    tags = {TAG_FEATURES_FROM: str(checkpoints[0])}
+    tags = {TAG_FEATURES_FROM: study.features_from}
     return StageResult(summary, outputs.flat_metrics, [(out_dir, "manifold")], tags)

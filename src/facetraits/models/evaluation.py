@@ -13,12 +13,18 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from facetraits.data.face_features import CachedFaceFeatures, load_face_features
-from facetraits.data.prepared import PreparedData, predictions_table
+from facetraits.data.prepared import FEATURES_FILE, PREDICTIONS_FILE, PreparedData, predictions_table
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
-from facetraits.files import atomic_directory, atomic_write_json
+from facetraits.files import atomic_directory, atomic_path, atomic_write_json
 from facetraits.config import ModelParams, TrackingParams, TrainParams
 from facetraits.models.face_module import MONITOR
-from facetraits.models.inference import load_net, predict_images, resolve_precision
+from facetraits.models.inference import (
+    backbone_features,
+    load_net,
+    predict_from_features,
+    predict_images,
+    resolve_precision,
+)
 from facetraits.models.metrics import METRIC_NAMES, rounded_scores, shown_score
 from facetraits.models.registry import log_model, model_name, register_model
 from facetraits.models.training import FitResult, train_study
@@ -31,16 +37,22 @@ from facetraits.tracking import StageRun, system_metrics
 def predict_all_faces(
     data: PreparedData, fits: Sequence[FitResult], precision: str = "32-true",
     face_features: CachedFaceFeatures | None = None,
-) -> np.ndarray:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(N, A) predicted ratings in data.attributes order, each attribute from the model that learned it (a fused
-    probe's face blocks from `face_features`, the face_features stage's)."""
+    probe's face blocks from `face_features`, the face_features stage's), and the first model's (N, D) features,
+    which its heads read: the manifold stage maps them, so every face goes through a backbone once."""
     predicted = np.full((len(data.faces), len(data.attributes)), np.nan, dtype=np.float64)
+    features = None
     for fit in fits:
         net = load_net(fit.best_checkpoint)
         columns = [data.attributes.index(a) for a in fit.attributes]
         face = None if net.face_blocks is None else face_features.columns(net.face_blocks.blocks)
-        predicted[:, columns] = predict_images(net, data.images, precision=precision, face_features=face)
-    return predicted
+        if features is None:
+            features = backbone_features(net, data.images, precision=precision, face_features=face)
+            predicted[:, columns] = predict_from_features(net, features, precision)
+        else:
+            predicted[:, columns] = predict_images(net, data.images, precision=precision, face_features=face)
+    return predicted, features
 
 
 def best_epoch(fit: FitResult) -> dict[str, float] | None:
@@ -98,17 +110,20 @@ def write_train_outputs(
     data: PreparedData, fits: Sequence[FitResult], out_dir: Path, precision: str = "32-true",
     face_features: CachedFaceFeatures | None = None,
 ) -> TrainOutputs:  # fmt: skip
-    """metrics.json, history.csv, val_pearson.csv, predictions.csv and figures under out_dir, each atomically;
-    predictions in the precision the models were tested in."""
+    """metrics.json, history.csv, val_pearson.csv, predictions.csv, features.npy and figures under out_dir, each
+    atomically; predictions and features in the precision the models were tested in."""
     out_dir = Path(out_dir)
     summary = summary_metrics(fits)
     atomic_write_json(out_dir / "metrics.json", summary)
     history = history_table(fits)
     write_csv(history, out_dir / "history.csv", index=False)
     write_csv(attribute_history_table(fits), out_dir / "val_pearson.csv", index=False)
-    table = predictions_table(data, predict_all_faces(data, fits, precision, face_features))
-    write_csv(table, out_dir / "predictions.csv", index=False)
-    tables = ("metrics.json", "history.csv", "val_pearson.csv", "predictions.csv")
+    predicted, features = predict_all_faces(data, fits, precision, face_features)
+    table = predictions_table(data, predicted)
+    write_csv(table, out_dir / PREDICTIONS_FILE, index=False)
+    with atomic_path(out_dir / FEATURES_FILE) as tmp, tmp.open("wb") as file:
+        np.save(file, features)
+    tables = ("metrics.json", "history.csv", "val_pearson.csv", PREDICTIONS_FILE)
     artifacts = [(out_dir / name, "train") for name in tables]
     with atomic_directory(out_dir / "figures") as figures:  # a whole new folder: no figure of an earlier run stays
         save_figure(learning_curves(history), figures / "learning_curves.png")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from facetraits.baselines.reliability import SPLIT_HALVES_FILE, read_split_halves
 from facetraits.config import ReportParams, StudyParams, TrackingParams, variant_params
-from facetraits.data.prepared import PreparedData
+from facetraits.data.prepared import PreparedData, read_predictions
 from facetraits.data.sources.base import NA_OPTIONS
 from facetraits.errors import DataError
 from facetraits.figures import save_figure
@@ -91,24 +91,11 @@ def build_report(
         rows = data.indices("test")
         ratings = data.faces[list(attributes)].to_numpy(dtype=np.float64)[rows]
         ids = data.faces["id"].to_numpy()[rows]
-        predicted = {m: read_test_predictions(path, ids, attributes) for m, path in methods.predictions.items()}
+        predicted = {m: read_predictions(path, ids, attributes) for m, path in methods.predictions.items()}
         ceiling = None if human is None else human["ceiling"]
         faces = None if split_halves is None or human is None else CeilingFaces(split_halves, rows)
         intervals = bootstrap_intervals(table, ratings, predicted, ceiling, settings, faces)
     return Report(table, compare_methods(methods.scores, attributes), human, dict(methods.scores), intervals)
-
-
-def read_test_predictions(path: Path, ids: Sequence[str], attributes: Sequence[str]) -> np.ndarray:
-    """(test faces in `ids` order, attributes) predictions from a stage's long predictions table."""
-    try:
-        table = pd.read_csv(path, dtype={"id": str, "attribute": str, "split": str}, **NA_OPTIONS)
-    except FileNotFoundError:
-        raise DataError(f"{path}: predictions not found; rerun the stage that writes them (dvc repro)") from None
-    wide = table.pivot_table(index="id", columns="attribute", values="predicted", aggfunc="first", dropna=False)
-    missing = sorted(set(ids) - set(wide.index)) + sorted(set(attributes) - set(wide.columns))
-    if missing:
-        raise DataError(f"{path}: no predictions for {missing[:5]}; the file is stale: rerun the stage that writes it")
-    return wide.reindex(index=list(ids), columns=list(attributes)).to_numpy(dtype=np.float64)
 
 
 def report_metrics(
