@@ -156,7 +156,7 @@ def test_every_output_of_every_stage_is_persist_and_cached_or_git_tracked() -> N
         for path in ([entry] if isinstance(entry, str) else entry)
     }
     assert set(stages) >= {"prepare", "sweep", "train", "variant", "baselines", "explain", "manifold", "report"}
-    assert len(flags) == 24
+    assert len(flags) == 27
     assert [out for out, flag in flags.items() if not flag.get("persist")] == []
     assert [out for out, flag in flags.items() if flag.get("cache") is False] == ["report: results/report.json"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/report.json"], cwd=REPO, check=False)
