@@ -1,23 +1,44 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from captum.attr import FeatureAblation
 
 from facetraits.explain.methods.base import AttributionMethod, Baseline
 from facetraits.explain.regions import REGIONS
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.inference import inference_precision
+from facetraits.models.inference import inference_precision
 
 RegionReader = Callable[[Sequence[int]], np.ndarray]  # face keys (rows) -> uint8 (B, H, W) labels into REGIONS
 
 
+class _SharedPasses:
+    """The model's standardized outputs (every attribute) of the last batch of occluded images: captum scores one
+    attribute per call, and every attribute occludes the same images, so one set of forward passes serves them all."""
+
+    def __init__(self, net: FaceTraitsNet, precision: str) -> None:
+        self.net = net
+        self.precision = precision
+        self.known: dict[bytes, torch.Tensor] = {}
+
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        key = hashlib.blake2b(images.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+        if key not in self.known:
+            with inference_precision(images.device, self.precision):
+                self.known[key] = self.net.standardized(images).float()
+        return self.known[key]
+
+    def forget(self) -> None:
+        self.known.clear()
+
+
 class RegionOcclusion(AttributionMethod):
-    """Feature ablation over face regions (captum's FeatureAblation with the regions as its feature mask, computed
-    here for every output at once: captum scores one output per call and spent more time building its ablated
-    inputs than the model did): each region in turn is replaced by the `explain.baseline` image, and its pixels get
-    the drop of the standardized prediction.
+    """Feature ablation over face regions (captum's FeatureAblation, the regions as its feature mask): each region
+    in turn is replaced by the `explain.baseline` image, and its pixels get the drop of the standardized prediction.
 
     No gradient is taken, so it explains any model, dlib's face features and combinations included, and its
     forward passes run in `precision` (the study's, as its predictions). Drops are in the attribute's train-split
@@ -33,41 +54,37 @@ class RegionOcclusion(AttributionMethod):
         super().__init__(net, baseline, blur_sigma)
         self.regions = regions
         self.batch_size = batch_size
-        self.precision = precision
+        self.passes = _SharedPasses(net, precision)
 
     def maps(self, images: torch.Tensor, target: int, keys: Sequence[int] | None = None) -> torch.Tensor:
         keys = range(len(images)) if keys is None else keys
-        return self.attribute(images.detach(), target, keys).float()
+        with torch.no_grad():
+            raw = self.attribute(images.detach(), target, keys)
+        self.passes.forget()
+        return self.to_pixel_map(raw, images.shape[-2:]).float()
 
     def attribute(self, images: torch.Tensor, target: int, keys: Sequence[int]) -> torch.Tensor:
-        """(B, H, W): each pixel's region's |drop|."""
-        labels = self.labels(keys, images.device)
-        drops = self.drops(images, labels)[..., target].nan_to_num(0.0).abs()
-        return drops.gather(1, labels.flatten(1)).view_as(labels)
+        labels = torch.from_numpy(self.regions(keys)).to(images.device, torch.long).unsqueeze(1)
+        return FeatureAblation(lambda batch: self.passes.outputs(batch)[:, target]).attribute(
+            images, baselines=self.references(images), feature_mask=labels,
+            perturbations_per_eval=max(1, self.batch_size // len(images)),
+        )  # fmt: skip
 
-    def labels(self, keys: Sequence[int], device: torch.device) -> torch.Tensor:
-        return torch.from_numpy(self.regions(keys)).to(device, torch.long)
+    def to_pixel_map(self, raw: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return raw[:, 0].abs()  # the same drop in every channel
 
     @torch.no_grad()
-    def drops(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B, len(REGIONS), outputs) prediction of each face minus that with one region replaced by its reference,
-        NaN where a face lacks the region: the faces and one copy per region present, `batch_size` images a pass."""
-        references = self.references(images)
-        present = [index for index in range(len(REGIONS)) if (labels == index).any()]
-        occluded = [torch.where((labels == index).unsqueeze(1), references, images) for index in present]
-        outputs = []
-        for chunk in torch.cat([images, *occluded]).split(self.batch_size):
-            with inference_precision(images.device, self.precision):
-                outputs.append(self.net.standardized(chunk).float())
-        predicted = torch.cat(outputs).view(1 + len(present), len(images), -1)
-        drops = torch.full((len(images), len(REGIONS), predicted.shape[-1]), float("nan"), device=images.device)
-        for position, index in enumerate(present, start=1):
-            has = (labels == index).flatten(1).any(dim=1)
-            drops[has, index] = (predicted[0] - predicted[position])[has]
-        return drops
-
     def region_drops(self, images: torch.Tensor, targets: Sequence[int], keys: Sequence[int]) -> np.ndarray:
         """(len(targets), B, len(REGIONS)) signed drops (positive: the region raised the prediction); NaN where a
         face lacks the region. One set of forward passes serves every target."""
-        drops = self.drops(images.detach(), self.labels(keys, images.device))[..., list(targets)]
-        return drops.permute(2, 0, 1).double().cpu().numpy()
+        labels = torch.from_numpy(self.regions(keys)).to(images.device, torch.long)
+        drops = np.full((len(targets), len(images), len(REGIONS)), np.nan)
+        for position, target in enumerate(targets):
+            raw = self.attribute(images.detach(), target, keys)[:, 0]
+            for index in range(len(REGIONS)):
+                inside = labels == index
+                present = inside.flatten(1).any(dim=1)
+                values = (raw * inside).flatten(1).sum(dim=1) / inside.flatten(1).sum(dim=1).clamp(min=1)
+                drops[position, present.cpu().numpy(), index] = values[present].double().cpu().numpy()
+        self.passes.forget()
+        return drops
