@@ -21,6 +21,9 @@ from facetraits.models.components.backbones import build_backbone
 from facetraits.models.components.heads import build_heads
 from facetraits.models.components.net import FaceTraitsNet
 
+# the methods that explain any image: region_occlusion needs a prepared face's regions (the explain stage)
+IMAGE_METHOD_NAMES = tuple(name for name in METHOD_NAMES if name != "region_occlusion")
+
 
 def network(size: int, device: torch.device) -> FaceTraitsNet:
     backbone = build_backbone("vgg16_bn", "none", 5, size)
@@ -54,7 +57,7 @@ def main() -> None:
     params = ExplainParams()
     for size in args.size:
         net = network(size, device)
-        for method in METHOD_NAMES:
+        for method in IMAGE_METHOD_NAMES:
             rate = maps_per_second(net, method, params, size, args.batch, args.repeats)
             print(json.dumps({"device": device.type, "size": size, "method": method, "batch": args.batch,
                               "ig_steps": params.ig_steps, "shap_samples": params.shap_samples,

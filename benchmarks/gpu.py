@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from explain_throughput import maps_per_second, network
-from facetraits.config import METHOD_NAMES, ExplainParams, StudyParams, parse_params
+from explain_throughput import IMAGE_METHOD_NAMES, maps_per_second, network
+from facetraits.config import ExplainParams, StudyParams, parse_params
 from facetraits.data.prepare import prepare_dataset
 from facetraits.data.prepared import load_prepared
 from facetraits.models.training import fit_attributes
@@ -122,7 +122,7 @@ def explain_section(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {"section": "explain", "device": device(), "backbone": "vgg16_bn", "size": args.size,
                               "batch": args.explain_batch, "ig_steps": params.ig_steps, "shap_samples": params.shap_samples}  # fmt: skip
     reset_peak()
-    for method in METHOD_NAMES:
+    for method in IMAGE_METHOD_NAMES:
         out[f"{method}_maps_per_s"] = round(maps_per_second(net, method, params, args.size, args.explain_batch, args.steps), 2)
     out["peak_memory_mb"] = round(peak_memory_mb(), 1)
     return out

@@ -17,7 +17,8 @@ def test_dvc_repro_of_a_hostile_variant_runs_no_command(tmp_path: Path) -> None:
     injected = tmp_path / "INJECTED"
     name = f"x;touch {injected};#"
     project = copy_project(tmp_path / "project", {"variants": {name: {"train": {"lr": 0.01}}}}, tmp_path)
-    (project / "data" / "prepared").mkdir(parents=True)  # the stage's deps: it is refused before reading them
+    for dep in ("prepared", "face_features"):  # the stage's deps: it is refused before reading them
+        (project / "data" / dep).mkdir(parents=True)
     (project / "results" / "sweep").mkdir(parents=True)
     (project / "results" / "sweep" / "best_params.yaml").write_text(yaml.safe_dump({"overrides": {}}))
 

@@ -46,8 +46,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     variant = ["--variant", "no_augment", "--models", str(root / "variant"), "--out", str(results / "variants" / "no_augment")]
     assert stage("train")([*p, "--prepared", str(prepared), *variant]) == 0
     assert stage("baselines")([*p, "--prepared", str(prepared), "--out", str(results / "baselines")]) == 0
-    for name in ("explain", "manifold"):
-        assert stage(name)([*p, "--prepared", str(prepared), "--models", str(models), "--out", str(results / name)]) == 0
+    explain = ["--models", str(models), "--out", str(results / "explain")]
+    assert stage("explain")([*p, "--prepared", str(prepared), *explain]) == 0
+    manifold = ["--train", str(results / "train"), "--out", str(results / "manifold")]
+    assert stage("manifold")([*p, "--prepared", str(prepared), *manifold]) == 0
     assert stage("report")([*p, "--prepared", str(prepared), "--results", str(results)]) == 0
     return {"faces": faces, "memory": memory, "prepared": prepared, "results": results}
 
