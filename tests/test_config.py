@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from facetraits.config import StudyParams, load_params, merge_overrides, parse_params
+from facetraits.config import StudyParams, load_params, merge_overrides, parse_params, variant_params
 from facetraits.errors import ConfigError
 from tests.conftest import REPO, study_params
 
@@ -136,3 +136,25 @@ def test_a_probe_block_the_face_features_stage_does_not_compute_is_an_error_nami
         study_params(face_features={"blocks": ["face_embedding", "face_embedding"]})
     with pytest.raises(ConfigError, match=r"face_features\.blocks\.0: "):
         study_params(face_features={"blocks": ["face_mesh"]})
+
+
+def test_ensemble_members_must_exist_be_one_network_and_have_out_of_sample_val_predictions() -> None:
+    probe = {"probe": {"train": {"protocol": "probe", "fit_on": "train+val"}}}
+    params = study_params(variants=probe, ensemble={"members": ["main", "probe"]})
+    assert params.ensemble.members == ["main", "probe"] and params.ensemble.weight_step == 0.05
+    with pytest.raises(ConfigError, match=r"test: ensemble.members: 'other' is neither main nor a variant \(variants: \['probe'\]\)"):
+        study_params(variants=probe, ensemble={"members": ["main", "other"]})
+    with pytest.raises(ConfigError, match=r"ensemble.members: .*name two or more distinct models"):
+        study_params(ensemble={"members": ["main"]})
+    with pytest.raises(ConfigError, match=r"ensemble.members: .*name two or more distinct models"):
+        study_params(variants=probe, ensemble={"members": ["probe", "probe"]})
+    with pytest.raises(ConfigError, match=r"'main' is one model per attribute"):
+        study_params(train={"protocol": "per_attribute"}, variants=probe, ensemble={"members": ["main", "probe"]})
+    refit = {"fit_on": "train+val"}
+    with pytest.raises(ConfigError, match=r"'main' is fitted on train\+val .* set train.holdout_fit: true for it"):
+        study_params(train=refit, variants=probe, ensemble={"members": ["main", "probe"]})
+    # the variant inherits holdout_fit; it is ignored by a probe, which has its train-only ridge's predictions
+    held = study_params(train={**refit, "holdout_fit": True}, variants=probe, ensemble={"members": ["main", "probe"]})
+    assert held.train.runs_holdout_fit and not variant_params(held, "probe").train.runs_holdout_fit
+    with pytest.raises(ConfigError, match=r"ensemble.weight_step: .*must divide 1 into equal steps"):
+        study_params(ensemble={"weight_step": 0.3})

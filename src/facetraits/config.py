@@ -243,6 +243,15 @@ class TrainParams:
         default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0], min_length=1
     )
 
+    # with fit_on train+val, a shared fine-tune's val faces are training faces: also run its schedule on the train faces
+    # alone and keep its last epoch's predictions of the val faces (val_predictions.csv), out of sample: what an
+    # ensemble's weights are chosen on. A probe and a model fitted on train have these without it (it is ignored)
+    holdout_fit: Bool = False
+
+    @property
+    def runs_holdout_fit(self) -> bool:
+        return self.holdout_fit and self.refits_on_val and self.protocol == "shared"
+
     @field_validator("probe_blocks")
     @classmethod
     def _backbone_first(cls, blocks: list[str]) -> list[str]:
@@ -446,6 +455,32 @@ class ReportParams:
     seed: Int = Field(42, ge=0)
 
 
+@dataclass(config=_FORBID_EXTRA, frozen=True)
+class EnsembleParams:
+    """Named models combined by weights chosen on their out-of-sample val predictions (the ensemble stage)."""
+
+    # "main" (the train stage's model) and variant names; [] = no ensemble: the stage writes a note, nothing else
+    members: list[Str] = Field(default_factory=list)
+    # each member's weight is a multiple of this, the weights sum to 1 (every such combination tried)
+    weight_step: Float = Field(0.05, gt=0, le=0.5)
+    # one weight vector per attribute, or one for all (fewer choices made on the val faces: less overfitting)
+    per_attribute: Bool = False
+
+    @field_validator("members")
+    @classmethod
+    def _two_distinct_members(cls, members: list[str]) -> list[str]:
+        if members and (len(members) < 2 or len(set(members)) != len(members)):
+            raise ValueError(f"name two or more distinct models (main or variant names), or none, not {members}")
+        return members
+
+    @field_validator("weight_step")
+    @classmethod
+    def _step_divides_one(cls, step: float) -> float:
+        if abs(1 / step - round(1 / step)) > 1e-9:
+            raise ValueError("must divide 1 into equal steps (0.05, 0.1, 0.25, ...)")
+        return step
+
+
 VARIANT_SECTIONS = ("model", "train")
 
 
@@ -462,6 +497,7 @@ class StudyParams:
     manifold: ManifoldParams = Field(default_factory=ManifoldParams)
     report: ReportParams = Field(default_factory=ReportParams)
     variants: dict[Str, dict[str, Any]] = Field(default_factory=dict)
+    ensemble: EnsembleParams = Field(default_factory=EnsembleParams)
 
     @field_validator("variants")
     @classmethod
@@ -523,7 +559,7 @@ def parse_params(raw: Any, source: str = "params") -> StudyParams:
         raise ConfigError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    return _check_variants(_check_face_blocks(_check_sweep_space(params, source), source), source)
+    return _check_ensemble(_check_variants(_check_face_blocks(_check_sweep_space(params, source), source), source), source)
 
 
 def _check_face_blocks(params: StudyParams, source: str) -> StudyParams:
@@ -581,11 +617,42 @@ def _check_variants(params: StudyParams, source: str) -> StudyParams:
     return params
 
 
+MAIN_MODEL = "main"  # the train stage's model, as ensemble.members and the report's keys name it
+
+
+def member_params(params: StudyParams, name: str) -> StudyParams:
+    """The parameters a named model (`main` or a variant) was trained with."""
+    if name == MAIN_MODEL:
+        return dataclasses.replace(params, variants={}, ensemble=EnsembleParams())
+    return variant_params(params, name)
+
+
+def _check_ensemble(params: StudyParams, source: str) -> StudyParams:
+    """Every member must exist, be one network (a checkpoint the combined model holds) and have val predictions
+    from a fit that did not see the val faces."""
+    problems = []
+    for name in params.ensemble.members:
+        if name != MAIN_MODEL and name not in params.variants:
+            problems.append(f"'{name}' is neither main nor a variant (variants: {sorted(params.variants)})")
+            continue
+        train = member_params(params, name).train
+        if train.protocol == "per_attribute":
+            problems.append(f"'{name}' is one model per attribute (train.protocol: per_attribute); combine shared or probe models")
+        elif train.refits_on_val and train.protocol == "shared" and not train.holdout_fit:
+            problems.append(
+                f"'{name}' is fitted on train+val and has no out-of-sample val predictions: set train.holdout_fit: "
+                "true for it (a second fit on the train faces alone)"
+            )
+    if problems:
+        raise ConfigError("\n".join(f"{source}: ensemble.members: {problem}" for problem in problems))
+    return params
+
+
 def variant_params(params: StudyParams, name: str, source: str = "params") -> StudyParams:
     """The study's parameters with one named variant's model/train overrides applied."""
     if name not in params.variants:
         raise ConfigError(f"variants: no variant named '{name}' (known: {sorted(params.variants)})")
-    base = dataclasses.replace(params, variants={})
+    base = dataclasses.replace(params, variants={}, ensemble=EnsembleParams())  # a variant is one model
     return merge_overrides(base, params.variants[name], source=f"{source}: variants.{name}")
 
 

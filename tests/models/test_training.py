@@ -205,3 +205,25 @@ def test_mouth_driven_happy_is_learned_by_the_default_study(tmp_path) -> None:
     )  # fmt: skip
     assert len(data.indices("val")) == 160
     assert fit.history["val/pearson/happy"].max() > 0.4
+
+
+def test_a_holdout_fit_gives_out_of_sample_val_predictions_from_its_last_epoch(tiny_data, tmp_path) -> None:
+    params = tiny_params(train={"max_epochs": 2, "patience": 1, "fit_on": "train+val", "holdout_fit": True, "precision": "32-true"})
+    (fit,) = train_study(tiny_data, params.model, params.train, tmp_path)
+    holdout = tmp_path / "holdout"
+    state = torch.load(holdout / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1  # the whole schedule (patience 1 stops nothing), as the train+val fit runs it
+    net = load_module(holdout / "last.ckpt").net.eval()
+    val = tiny_data.indices("val")
+    # it learned from the train faces alone: its target statistics are theirs
+    targets = tiny_data.faces[list(tiny_data.attributes)].to_numpy(np.float64)
+    np.testing.assert_allclose(net.target_mean.numpy(), targets[tiny_data.indices("train")].mean(axis=0), rtol=1e-5)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(np.asarray(tiny_data.images[val])).permute(0, 3, 1, 2).float() / 255).numpy()
+    assert fit.holdout_val.shape == (len(val), len(tiny_data.attributes))
+    np.testing.assert_allclose(fit.holdout_val, expected, rtol=1e-4, atol=1e-4)
+    # and the study's model itself is the train+val fit, in its own folder
+    assert fit.best_checkpoint == tmp_path / "best.ckpt"
+    assert load_module(fit.best_checkpoint).net.target_mean.numpy() == pytest.approx(
+        targets[np.concatenate([tiny_data.indices("train"), val])].mean(axis=0), rel=1e-5
+    )

@@ -39,6 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "explain": EXPLAIN,
         "baselines": {"reliability_repeats": 5, "handcrafted": {"c_grid": [1.0, 10.0]}},
         "variants": {"no_augment": {"train": {"augment": {"strength": 0.0}, "max_epochs": 1}}},
+        "ensemble": {"members": ["main", "no_augment"], "weight_step": 0.25},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     paths = {"prepared": root / "prepared", "models": root / "models", "out": root / "results" / "train"}
@@ -49,6 +50,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {**study, "run": _stage_run(study, "train")}
 
 
+
+
+@pytest.fixture(scope="session")
+def ensembled(trained) -> dict:
+    """The tiny study's variant trained and the ensemble stage run on it and the main model."""
+    root, results = trained["root"], trained["root"] / "results"
+    variant_args = ["--variant", "no_augment", "--models", str(root / "variants" / "no_augment" / "models")]
+    assert stage("train")([*stage_args(trained, "prepared"), *variant_args, "--out", str(results / "variants" / "no_augment")]) == 0
+    paths = ["--results", str(results), "--variants", str(root / "variants"), "--out", str(results / "ensemble")]
+    assert stage("ensemble")([*stage_args(trained, "prepared", "models"), *paths]) == 0
+    return {**trained, "results": results, "variants": root / "variants"}
 
 
 def stage_args(study: dict, *names: str) -> list[str]:

@@ -16,15 +16,13 @@ from tests.pipelines.conftest import _stage_run, stage, stage_args
 
 pytestmark = pytest.mark.slow
 
-MAIN, VARIANT = "VGG16-BN", "VGG16-BN, no_augment"
+MAIN, VARIANT, ENSEMBLE = "VGG16-BN", "VGG16-BN, no_augment", "ensemble of main + no_augment"
 MANIFOLD = {"methods": ["pca"], "dims": [2], "permutations": 19}  # the report reads its scores; cheap maps suffice
 
 
 @pytest.fixture(scope="module")
-def reported(explained) -> dict:
-    results = explained["root"] / "results"
-    variant_args = ["--variant", "no_augment", "--models", str(explained["root"] / "variants" / "no_augment" / "models")]
-    assert stage("train")([*stage_args(explained, "prepared"), *variant_args, "--out", str(results / "variants" / "no_augment")]) == 0
+def reported(explained, ensembled) -> dict:
+    results = ensembled["results"]
     assert stage("baselines")([*stage_args(explained, "prepared"), "--out", str(results / "baselines")]) == 0
     params = yaml.safe_load((explained["root"] / "params.yaml").read_text())
     params["manifold"] = MANIFOLD
@@ -57,6 +55,7 @@ def test_every_number_in_the_report_table_is_the_one_in_its_metrics_file(reporte
         HANDCRAFTED: baselines["handcrafted"]["test"]["pearson"],
         MAIN: json.loads((results / "train" / "metrics.json").read_text())["test"]["pearson"],
         VARIANT: json.loads((results / "variants" / "no_augment" / "metrics.json").read_text())["test"]["pearson"],
+        ENSEMBLE: json.loads((results / "ensemble" / "metrics.json").read_text())["test"]["pearson"],
     }
     attributes = ["happy", "dominant", "attractive"]
     human = baselines["human"]
@@ -74,7 +73,7 @@ def test_every_number_in_the_report_table_is_the_one_in_its_metrics_file(reporte
             np.testing.assert_equal(table.loc[attribute, column], round(value, 2), err_msg=f"{attribute}, {column}")
         np.testing.assert_equal(table.loc["mean", column], round(means[column], 2), err_msg=f"mean, {column}")
     report = json.loads((results / "report.json").read_text())
-    keys = {HANDCRAFTED: "handcrafted", MAIN: "main", VARIANT: "no_augment", "human ceiling": "human_ceiling"}
+    keys = {HANDCRAFTED: "handcrafted", MAIN: "main", VARIANT: "no_augment", ENSEMBLE: "ensemble", "human ceiling": "human_ceiling"}
     assert report["test_r_mean"] == pytest.approx({key: means[column] for column, key in keys.items()}, abs=1e-6)
 
 
@@ -98,7 +97,8 @@ def test_report_json_is_a_headline_of_a_few_dozen_numbers_from_the_stages_files(
 
 def test_report_refuses_a_stale_metrics_file_naming_it(reported, tmp_path, capsys) -> None:
     """Scores for an attribute the prepared data lacks mean the file predates the data: an error, not a drop."""
-    inputs = ("baselines/metrics.json", "variants/no_augment/metrics.json", "explain/scores.json", "manifold/metrics.json")
+    inputs = ("baselines/metrics.json", "variants/no_augment/metrics.json", "ensemble/metrics.json", "ensemble/weights.json",
+              "explain/scores.json", "manifold/metrics.json")  # fmt: skip
     for name in inputs:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(reported["results"] / name, tmp_path / name)

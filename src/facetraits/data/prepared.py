@@ -78,6 +78,8 @@ def load_prepared(root: Path) -> PreparedData:
 # What a training stage writes beside its metrics, for every prepared face: the predictions (predictions_table) and the
 # (N, D) features its first model's heads read them from (the manifold stage maps them instead of a second pass).
 PREDICTIONS_FILE = "predictions.csv"
+# the val faces' ratings by a model that did not learn from them: what an ensemble's weights are chosen on
+VAL_PREDICTIONS_FILE = "val_predictions.csv"
 FEATURES_FILE = "features.npy"
 
 

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from facetraits.data.face_features import CachedFaceFeatures, load_face_features
-from facetraits.data.prepared import FEATURES_FILE, PREDICTIONS_FILE, PreparedData, predictions_table
+from facetraits.data.prepared import FEATURES_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, PreparedData, predictions_table
 from facetraits.figures import learning_curves, prediction_scatter, save_figure
 from facetraits.files import atomic_directory, atomic_path, atomic_write_json
 from facetraits.config import ModelParams, TrackingParams, TrainParams
@@ -53,6 +53,25 @@ def predict_all_faces(
         else:
             predicted[:, columns] = predict_images(net, data.images, precision=precision, face_features=face)
     return predicted, features
+
+
+def val_predictions_table(
+    data: PreparedData, fits: Sequence[FitResult], predicted: np.ndarray, refits_on_val: bool
+) -> pd.DataFrame:
+    """The val faces' rows of predictions_table from models that did not learn from them: the final models' when
+    they learned from train alone, else each fit's holdout_val; no rows where there are none (a fine-tune fitted
+    on train+val without train.holdout_fit)."""
+    val_rows = data.indices("val")
+    out_of_sample = np.full_like(predicted, np.nan)
+    if not refits_on_val:
+        out_of_sample[val_rows] = predicted[val_rows]
+    elif all(fit.holdout_val is not None for fit in fits):
+        for fit in fits:
+            out_of_sample[np.ix_(val_rows, [data.attributes.index(a) for a in fit.attributes])] = fit.holdout_val
+    else:
+        val_rows = val_rows[:0]
+    table = predictions_table(data, out_of_sample)
+    return table[table["id"].isin(data.faces["id"].iloc[val_rows])].reset_index(drop=True)
 
 
 def best_epoch(fit: FitResult) -> dict[str, float] | None:
@@ -108,10 +127,10 @@ class TrainOutputs:
 
 def write_train_outputs(
     data: PreparedData, fits: Sequence[FitResult], out_dir: Path, precision: str = "32-true",
-    face_features: CachedFaceFeatures | None = None,
+    face_features: CachedFaceFeatures | None = None, refits_on_val: bool = False,
 ) -> TrainOutputs:  # fmt: skip
-    """metrics.json, history.csv, val_pearson.csv, predictions.csv, features.npy and figures under out_dir, each
-    atomically; predictions and features in the precision the models were tested in."""
+    """metrics.json, history.csv, val_pearson.csv, predictions.csv, val_predictions.csv, features.npy and figures
+    under out_dir, each atomically; predictions and features in the precision the models were tested in."""
     out_dir = Path(out_dir)
     summary = summary_metrics(fits)
     atomic_write_json(out_dir / "metrics.json", summary)
@@ -121,9 +140,10 @@ def write_train_outputs(
     predicted, features = predict_all_faces(data, fits, precision, face_features)
     table = predictions_table(data, predicted)
     write_csv(table, out_dir / PREDICTIONS_FILE, index=False)
+    write_csv(val_predictions_table(data, fits, predicted, refits_on_val), out_dir / VAL_PREDICTIONS_FILE, index=False)
     with atomic_path(out_dir / FEATURES_FILE) as tmp, tmp.open("wb") as file:
         np.save(file, features)
-    tables = ("metrics.json", "history.csv", "val_pearson.csv", PREDICTIONS_FILE)
+    tables = ("metrics.json", "history.csv", "val_pearson.csv", PREDICTIONS_FILE, VAL_PREDICTIONS_FILE)
     artifacts = [(out_dir / name, "train") for name in tables]
     with atomic_directory(out_dir / "figures") as figures:  # a whole new folder: no figure of an earlier run stays
         save_figure(learning_curves(history), figures / "learning_curves.png")
@@ -171,7 +191,7 @@ def train_stage(
         fits = train_study(data, model, train, models_dir, logger_for, face_features=face_features)
     if run is None:
         return None
-    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train), face_features)
+    outputs = write_train_outputs(data, fits, out_dir, resolve_precision(train), face_features, train.refits_on_val)
     params = run.client.get_run(run.run_id).data.params
     names = [model_name(run, None if len(fits) == 1 else fit.attributes[0]) for fit in fits]
     model_ids = [log_model(run, load_net(fit.best_checkpoint), name, params) for fit, name in zip(fits, names)]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from facetraits.models.components.heads import LinearHeads
+from facetraits.numbers import pearson_columns
 
 
 @dataclass(frozen=True)
@@ -36,18 +37,6 @@ class RidgeProbe:
         with torch.no_grad():
             heads.linear.weight.copy_(torch.from_numpy(self.weight))
             heads.linear.bias.copy_(torch.from_numpy(self.bias))
-
-
-def _pearson_columns(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """r per column over the rows where `observed` is present (NaN-masked); 0 where either side is constant."""
-    present = ~np.isnan(observed)
-    count = present.sum(axis=0)
-    p = np.where(present, predicted, 0.0)
-    o = np.where(present, observed, 0.0)
-    pc = np.where(present, p - p.sum(axis=0) / np.maximum(count, 1), 0.0)
-    oc = np.where(present, o - o.sum(axis=0) / np.maximum(count, 1), 0.0)
-    denominator = np.sqrt((pc**2).sum(axis=0) * (oc**2).sum(axis=0))
-    return np.divide((pc * oc).sum(axis=0), denominator, out=np.zeros_like(denominator), where=denominator > 0)
 
 
 def _ridge_coefficients(features: np.ndarray, targets: np.ndarray, alphas: np.ndarray) -> np.ndarray:
@@ -158,7 +147,7 @@ def fit_ridge_probe(
     for others in itertools.product(sorted(set(weight_grid)), repeat=len(block_widths) - 1):
         block_weights = (1.0, *others)
         path = _ridge_path(train_features, train_targets, alphas, _column_weights(block_widths, block_weights))
-        val_pearson = np.stack([_pearson_columns(p, val_targets) for p in path.predict(val_features)], axis=1)
+        val_pearson = np.stack([pearson_columns(p, val_targets) for p in path.predict(val_features)], axis=1)
         # the largest penalty among the best (reversed argmax): the simplest model the validation data support
         best = len(alphas) - 1 - np.argmax(val_pearson[:, ::-1], axis=1)
         score = float(val_pearson.max(axis=1).mean())

@@ -15,6 +15,7 @@ import torchvision
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
+from facetraits.models.components.ensemble import WeightedEnsemble
 from facetraits.models.components.net import FaceTraitsNet
 from facetraits.tracking import TAG_STUDY, TAG_VARIANT, StageRun
 
@@ -30,8 +31,9 @@ def model_name(run: StageRun, attribute: str | None = None) -> str:
     return method if attribute is None else f"{method}-{attribute}"
 
 
-def log_model(run: StageRun, net: FaceTraitsNet, name: str, params: Mapping[str, str] | None = None) -> str:
-    """Save with mlflow.pytorch as a LoggedModel of the run (signature, input example, target statistics); its id.
+def log_model(run: StageRun, net: FaceTraitsNet | WeightedEnsemble, name: str, params: Mapping[str, str] | None = None) -> str:
+    """Save with mlflow.pytorch as a LoggedModel of the run (signature, input example, a network's target
+    statistics); its id.
 
     Requirements are pinned so MLflow does not probe the environment (seconds); the default torch.export format
     stores no pickled code. Loads back from `models:/<id>` or `runs:/<run_id>/<name>`.
@@ -49,9 +51,9 @@ def log_model(run: StageRun, net: FaceTraitsNet, name: str, params: Mapping[str,
         "image_size": net.image_size,
         "input": "float32 RGB in [0, 1], shape (batch, 3, image_size, image_size); faces squared as in prepare",
         "output": "ratings in the data set's units, one column per attribute",
-        "target_mean": net.target_mean.tolist(),
-        "target_std": net.target_std.tolist(),
     }
+    if isinstance(net, FaceTraitsNet):  # an ensemble's members each have their own
+        metadata |= {"target_mean": net.target_mean.tolist(), "target_std": net.target_std.tolist()}
     client = run.client
     logged = client.create_logged_model(
         run.experiment_id, name=name, source_run_id=run.run_id, params=dict(params or {}), model_type=MODEL_TYPE,

@@ -32,7 +32,7 @@ from facetraits.data.prepared import PreparedData
 from facetraits.errors import ConfigError, DataError
 from facetraits.files import atomic_path, atomic_write_json
 from facetraits.models.face_module import MONITOR, FaceTraitsModule, OptimSettings
-from facetraits.models.inference import backbone_features, resolve_precision, uses_gpu
+from facetraits.models.inference import backbone_features, load_net, predict_images, resolve_precision, uses_gpu
 from facetraits.models.probe import fit_ridge_probe, refit_ridge_probe
 
 STATE_FILE = "train_state.json"
@@ -140,6 +140,9 @@ class FitResult:
     history: pd.DataFrame
     test: dict[str, float]
     resumed_from_epoch: int | None
+    # (val faces, attributes) ratings from a fit that did not learn from the val faces, when the model itself did
+    # (fit_on train+val): the probe's train-only ridge or the holdout fit's last epoch; None otherwise
+    holdout_val: np.ndarray | None = None
 
 
 def fit_splits(train: TrainParams) -> tuple[str, ...]:
@@ -258,10 +261,28 @@ def train_study(
     if train.protocol == "probe":
         return [fit_probe(data, data.attributes, model, train, checkpoint_dir, logger_for(None), face_features)]
     if train.protocol == "shared":
-        return [fit_attributes(data, data.attributes, model, train, checkpoint_dir, logger_for(None), extra_callbacks)]
+        holdout = holdout_val_predictions(data, model, train, checkpoint_dir, logger_for) if train.runs_holdout_fit else None
+        fit = fit_attributes(data, data.attributes, model, train, checkpoint_dir, logger_for(None), extra_callbacks)
+        return [dataclasses.replace(fit, holdout_val=holdout)]
     from facetraits.models.scheduling import fit_per_attribute  # it builds on this module
 
     return fit_per_attribute(data, model, train, checkpoint_dir, logger_for, extra_callbacks)
+
+
+HOLDOUT_DIR = "holdout"
+
+
+def holdout_val_predictions(
+    data: PreparedData, model: ModelParams, train: TrainParams, checkpoint_dir: Path,
+    logger_for: Callable[[str | None], Logger | bool],
+) -> np.ndarray:  # fmt: skip
+    """train.holdout_fit: the same schedule on the train faces alone (no early stopping, the last epoch kept, as
+    the train+val fit keeps its), and that model's (val faces, attributes) predictions, out of sample."""
+    schedule = dataclasses.replace(train, fit_on="train", holdout_fit=False, patience=train.max_epochs)
+    folder = checkpoint_dir / HOLDOUT_DIR
+    fit_attributes(data, data.attributes, model, schedule, folder, logger_for(HOLDOUT_DIR), run_test=False)
+    net = load_net(folder / f"{LAST}.ckpt")
+    return predict_images(net, data.images[data.indices("val")], train.batch_size, resolve_precision(train))
 
 
 MIN_SPLIT_FACES = 2
@@ -384,7 +405,10 @@ def fit_probe(
         block_widths, train.probe_block_weights,
     )  # fmt: skip
     learned = data.indices(*fit_splits(train))
+    holdout_val = None
     if train.refits_on_val:
+        std, mean = module.net.target_std.cpu().numpy(), module.net.target_mean.cpu().numpy()
+        holdout_val = probe.predict(features[val_rows]) * std + mean  # the train-only ridge's, in rating units
         probe = refit_ridge_probe(probe, features[learned], standardized[learned], block_widths)
     fit_seconds = time.perf_counter() - fit_started
     probe.load_into(module.net.heads)
@@ -422,6 +446,7 @@ def fit_probe(
         history=history,
         test={k: float(v) for k, v in tested.items()},
         resumed_from_epoch=None,
+        holdout_val=holdout_val,
     )
 
 

@@ -2,7 +2,7 @@
 `dvc metrics diff` and `dvc exp show` stay a few dozen columns wide and compare studies at a glance. Every other
 number stays in its stage's file (`dvc metrics show results/train/metrics.json` reads one of them).
 
-Keys are stable names (`main`, each variant's name, `handcrafted`), not the report's labels, which change with
+Keys are stable names (`main`, each variant's name, `ensemble`, `handcrafted`), not the report's labels, which change with
 the backbone: an experiment that swaps backbones must land in the same column.
 """
 
@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from facetraits.config import MAIN_MODEL
 from facetraits.errors import DataError
 from facetraits.numbers import json_number
 
-MAIN, HANDCRAFTED_KEY, HUMAN_CEILING_KEY = "main", "handcrafted", "human_ceiling"
+MAIN, HANDCRAFTED_KEY, HUMAN_CEILING_KEY, ENSEMBLE_KEY = MAIN_MODEL, "handcrafted", "human_ceiling", "ensemble"
 EXPLAIN_SCORES = ("deletion_auc", "insertion_auc", "randomization_p", "mass_accuracy")
 MEAN_R_INTERVAL_KEYS = ("test_r_mean_ci_low", "test_r_mean_ci_high")
 

@@ -20,8 +20,9 @@ from facetraits.errors import DataError
 from facetraits.figures import save_figure
 from facetraits.files import atomic_directory, atomic_write_json, atomic_write_text
 from facetraits.models.backbone_labels import BACKBONE_LABELS
+from facetraits.models.ensemble import WEIGHTS_FILE
 from facetraits.report.comparison import HUMAN_CEILING, MEAN_ROW, comparison_table
-from facetraits.report.headline import HANDCRAFTED_KEY, MAIN, MEAN_R_INTERVAL_KEYS, headline, read_metrics
+from facetraits.report.headline import ENSEMBLE_KEY, HANDCRAFTED_KEY, MAIN, MEAN_R_INTERVAL_KEYS, headline, read_metrics
 from facetraits.report.intervals import BootstrapSettings, CeilingFaces, Intervals, bootstrap_intervals
 from facetraits.report.render import bar_chart, opening_summary, render_html, render_markdown
 from facetraits.report.statistics import MethodComparison, compare_methods
@@ -149,12 +150,16 @@ def write_report(
     return [*written, results_dir / "report.json"]
 
 
-def collect_methods(results: Path, main_label: str, variant_labels: Mapping[str, str]) -> MethodScores:
-    """Test r per attribute of the hand-crafted baseline, the main model and each variant, from their metrics files."""
+def collect_methods(
+    results: Path, main_label: str, variant_labels: Mapping[str, str], ensemble_label: str | None = None
+) -> MethodScores:
+    """Test r per attribute of the hand-crafted baseline, the main model, each variant and the ensemble (when
+    there is one), from their metrics files."""
     folders = {
         HANDCRAFTED: results / "baselines",
         main_label: results / "train",
         **{label: results / "variants" / name for name, label in variant_labels.items()},
+        **({ensemble_label: results / "ensemble"} if ensemble_label else {}),
     }
     sections = {label: ("test",) for label in folders} | {HANDCRAFTED: ("handcrafted", "test")}
     files = {label: folder / "metrics.json" for label, folder in folders.items()}
@@ -242,7 +247,8 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     variant_labels = {
         name: f"{BACKBONE_LABELS[variant_params(params, name).model.backbone]}, {name}" for name in params.variants
     }
-    methods = collect_methods(results, BACKBONE_LABELS[params.model.backbone], variant_labels)
+    ensemble_label = f"ensemble of {' + '.join(params.ensemble.members)}" if params.ensemble.members else None
+    methods = collect_methods(results, BACKBONE_LABELS[params.model.backbone], variant_labels, ensemble_label)
     baselines = read_metrics(results / "baselines" / "metrics.json")
     explain_scores = read_metrics(results / "explain" / "scores.json")
     manifold = read_metrics(results / "manifold" / "metrics.json")
@@ -253,9 +259,11 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     refits |= {label: variant_params(params, name).train.refits_on_val for name, label in variant_labels.items()}
     refitted = [label for label, refit in refits.items() if refit]
     where = mlflow_runs_note(params.tracking, run.experiment_id) if run is not None and run.study is not None else []
-    notes = [*report_notes(data, baselines, refitted), *where]
+    ensemble = [ensemble_note(read_metrics(results / "ensemble" / WEIGHTS_FILE))] if ensemble_label else []
+    notes = [*report_notes(data, baselines, refitted), *ensemble, *where]
     keys = {BACKBONE_LABELS[params.model.backbone]: MAIN, HANDCRAFTED: HANDCRAFTED_KEY}
     keys |= {label: name for name, label in variant_labels.items()}
+    keys |= {ensemble_label: ENSEMBLE_KEY} if ensemble_label else {}
     metrics = report_metrics(report, keys, explain_scores, manifold)
     links = report_links(results, explain_scores)
     main = BACKBONE_LABELS[params.model.backbone]
@@ -275,6 +283,21 @@ def report_stage(data: PreparedData, params: StudyParams, results: Path, run: St
     )
     texts = {"report/intervals.csv": interval_table(report)} if report.intervals is not None else {}
     return StageResult(printed, {f"report/mean_r/{metric_key(m)}": v for m, v in means.items()}, artifacts, texts=texts)
+
+
+def ensemble_note(chosen: Mapping[str, Any]) -> str:
+    """What the ensemble's weights are and whether val said combining helps (results/ensemble/weights.json)."""
+    val_r = chosen["val_mean_r"]
+    members = chosen["members"]
+    best = max(members, key=lambda name: val_r[name])
+    weights = pd.DataFrame(chosen["weights"]).T[members]
+    shown = "; ".join(f"{name} {weights[name].mean():.2f}" for name in members)
+    how = "mean over attributes of each attribute's own weights" if chosen["per_attribute"] else "one set for all attributes"
+    verdict = "combining helps on val" if chosen["helps_on_val"] else f"combining does not beat {best} alone on val"
+    return (
+        f"Ensemble: weights chosen on the val faces' out-of-sample predictions ({how}: {shown}); val mean r "
+        f"{val_r['ensemble']:.3f} against {best}'s {val_r[best]:.3f} (its own choice: optimistic): {verdict}."
+    )
 
 
 def read_region_table(path: Path) -> pd.DataFrame | None:
