@@ -61,7 +61,7 @@ def markdown_table(results: dict[int, list[StageCost]]) -> str:
             values = [getattr(by_size[n], field) for n in measured]
             cells = [f"{getattr(by_size[n], field):.0f}" if n in by_size else "-" for n in sizes]
             if len(measured) >= 2:
-                ratio = f"{values[-1] / values[-2]:.2f} ({measured[-1] // measured[-2]}x faces)"
+                ratio = f"{values[-1] / values[-2]:.2f} ({measured[-1] / measured[-2]:.3g}x faces)"
                 exponent = f"{growth_exponent(measured, values):.2f}"
             else:
                 ratio = exponent = "-"

@@ -445,6 +445,9 @@ class ManifoldParams:
     permutations: Int = Field(999, ge=1)
     seed: Int = 42
     workers: Int = Field(0, ge=0)
+    # more faces than this: the maps place every test face and a seeded sample of the others up to it (t-SNE and
+    # UMAP grow faster than the faces); null = every face
+    max_faces: Annotated[int, Strict(), Field(ge=10)] | None = 5000
 
 
 @dataclass(config=_FORBID_EXTRA, frozen=True)

@@ -19,7 +19,7 @@ def test_every_attribute_and_method_has_gallery_maps_and_scores(explained) -> No
     scores = json.loads((out / "scores.json").read_text())
     assert set(scores["attributes"]) == {"happy", "dominant"}
     for attribute in ("happy", "dominant"):
-        assert set(scores["attributes"][attribute]) == {*EXPLAIN["methods"], "reference"}
+        assert set(scores["attributes"][attribute]) == {*EXPLAIN["methods"], "reference", "top_region"}
         assert 0 < scores["attributes"][attribute]["reference"]["mask_area_fraction"] < 1
         for method in EXPLAIN["methods"]:
             entry = scores["attributes"][attribute][method]
@@ -28,7 +28,8 @@ def test_every_attribute_and_method_has_gallery_maps_and_scores(explained) -> No
             in_mean = pd.read_csv(out / attribute / "faces.csv")["in_mean"].to_numpy()
             # undefined (null) only where every map is constant, e.g. (Guided) Grad-CAM of a 2x2 block-5 map ReLU'd
             # to zero, or guided backprop stopped by the head's ReLU: a constant map ranks nothing
-            for key, low in (("mass_accuracy", 0), ("rank_accuracy", 0), ("randomization_rank_corr", -1)):
+            keys = ("mass_accuracy", "rank_accuracy", "region_mass_accuracy", "region_rank_accuracy")
+            for key, low in (*((k, 0) for k in keys), ("randomization_rank_corr", -1)):
                 value = entry[key]
                 assert (value is None and method.endswith("gradcam")) or low <= value <= 1, (method, key)
             if entry["rank_accuracy"] is None:
@@ -37,6 +38,24 @@ def test_every_attribute_and_method_has_gallery_maps_and_scores(explained) -> No
             assert Image.open(out / attribute / method / "gallery.png").size[0] > 100
         assert Image.open(out / attribute / "mean.png").size[0] > 100
     assert (out / "mean_heatmaps.png").is_file()
+
+
+def test_maps_are_also_scored_in_the_region_whose_occlusion_moves_the_prediction_most(explained) -> None:
+    """A reference for faces with no generator: the top region of the stage's own region importance table."""
+    out = explained["explain"]
+    scores = json.loads((out / "scores.json").read_text())
+    table = pd.read_csv(out / "region_importance.csv")
+    face = table[(table["model"] == "main") & (table["region"] != "background")]
+    for attribute in ("happy", "dominant"):
+        rows = face[face["attribute"] == attribute]
+        top = rows.loc[rows["importance"].idxmax()]
+        entry = scores["attributes"][attribute]
+        assert entry["top_region"] == top["region"]
+        # a uniform map's mass in the region is the region's share of the image: the chance level
+        assert entry["reference"]["region_mask_area_fraction"] == pytest.approx(top["area"], abs=1e-3)
+        for method in EXPLAIN["methods"]:
+            value = entry[method]["region_mass_accuracy"]
+            assert (value is None and method.endswith("gradcam")) or 0 <= value <= 1
 
 
 def test_every_score_has_its_interval_and_the_randomization_check_its_test(explained) -> None:

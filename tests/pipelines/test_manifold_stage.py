@@ -10,7 +10,7 @@ import yaml
 from facetraits.data.prepared import load_prepared
 from facetraits.errors import DataError
 from facetraits.manifold.correlations import attribute_correlations
-from facetraits.manifold.study import model_vectors, run_metrics
+from facetraits.manifold.study import mapped_rows, model_vectors, run_metrics
 from facetraits.models.face_module import load_module
 from facetraits.models.inference import backbone_features, predict_images
 from facetraits.numbers import flat_metrics
@@ -147,3 +147,28 @@ def test_manifold_refuses_pairs_the_data_lacks(trained, tmp_path, capsys) -> Non
     assert stage("manifold")([*args, "--out", str(tmp_path / "manifold")]) == 1
     assert "error: manifold.pairs: ['smug'] not in the prepared data attributes" in capsys.readouterr().err
     assert not (tmp_path / "manifold").exists()
+
+
+def test_beyond_max_faces_the_maps_place_every_test_face_and_a_seeded_sample(trained, tmp_path) -> None:
+    data = load_prepared(trained["prepared"])
+    test = data.indices("test")
+    rows = mapped_rows(len(data.faces), test, 20, seed=3)
+    assert len(rows) == 20 and set(test) <= set(rows) and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(rows, mapped_rows(len(data.faces), test, 20, seed=3))
+    np.testing.assert_array_equal(mapped_rows(len(data.faces), test, None, seed=3), np.arange(len(data.faces)))
+    np.testing.assert_array_equal(mapped_rows(len(data.faces), test, len(data.faces), seed=3), np.arange(len(data.faces)))
+    params = yaml.safe_load((trained["root"] / "params.yaml").read_text())
+    params["tracking"]["experiment"] = "manifold-max-faces"
+    params["manifold"] = {**MANIFOLD, "methods": ["pca"], "max_faces": 20, "seed": 3, "knn_neighbors": 4}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["--params", str(tmp_path / "params.yaml"), "--prepared", str(trained["prepared"]), "--train", str(trained["out"])]
+    assert stage("manifold")([*args, "--out", str(tmp_path / "manifold")]) == 0
+    coordinates = pd.read_csv(tmp_path / "manifold" / "coordinates.csv", dtype={"id": str})
+    assert set(coordinates["id"]) == set(data.faces["id"].iloc[rows])
+    metrics = json.loads((tmp_path / "manifold" / "metrics.json").read_text())
+    assert metrics["faces"] == 20
+    # the scores use the same test faces as without the cap: the human correlation matrix is theirs
+    human = data.faces[ATTRIBUTES].iloc[test]
+    expected = attribute_correlations(human)
+    got = pd.read_csv(tmp_path / "manifold" / "correlations_human.csv", index_col=0)
+    np.testing.assert_allclose(got.loc[ATTRIBUTES, ATTRIBUTES].to_numpy(), expected.loc[ATTRIBUTES, ATTRIBUTES].to_numpy(), atol=1e-6)

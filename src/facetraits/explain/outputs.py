@@ -54,12 +54,14 @@ def scores_summary(explanations: Sequence[AttributeExplanation], params: Explain
     faces: dict[str, dict[str, list[np.ndarray]]] = {}
     for explanation in explanations:
         entry: dict[str, Any] = {"reference": {k: json_number(v) for k, v in explanation.reference_scores.items()}}
+        if explanation.top_region is not None:
+            entry["top_region"] = explanation.top_region
         for result in explanation.methods:
             entry[result.method] = {k: json_number(v) for k, v in result.scores.items()}
             for key, values in result.face_scores.items():
                 faces.setdefault(result.method, {}).setdefault(key, []).append(values)
             for key, value in result.scores.items():
-                if key in result.face_scores or key in ("curve_faces", "rank_accuracy", "randomization_passed"):
+                if key in result.face_scores or key in ("curve_faces", "rank_accuracy", "region_rank_accuracy", "randomization_passed"):
                     by_method.setdefault(result.method, {}).setdefault(key, []).append(value)
         attributes[explanation.attribute] = entry
     means = {
@@ -218,10 +220,13 @@ def explain_stage(
     for model, checkpoint in [("main", path) for path in trained_checkpoints(models_dir)] + variants:
         net = load_net(checkpoint, device_for(accelerator))
         predicted = [a for a in wanted if a in net.attributes]
-        if predicted and model == "main":
-            explanations += explain_study(net, data, predicted, params, precision=precision, regions=regions)
+        found = []
         if predicted and params.region_importance:
-            importances += region_importance(net, data, sample, predicted, regions, params, model, precision=precision)
+            found = region_importance(net, data, sample, predicted, regions, params, model, precision=precision)
+            importances += found
+        if predicted and model == "main":
+            top = {f.attribute: top_region(f) for f in found}
+            explanations += explain_study(net, data, predicted, params, precision=precision, regions=regions, top_regions=top)
     if not explanations:
         raise ConfigError(
             f"{params_file}: explain.attributes: no checkpoint under {models_dir} predicts any of {list(wanted)}"
@@ -245,6 +250,13 @@ def explain_stage(
     if outputs.regions is not None:
         lines += region_lines(outputs.regions)
     return StageResult("\n".join(lines), outputs.flat_metrics, artifacts)
+
+
+def top_region(found: RegionImportance) -> str:
+    """The face region (background aside) whose occlusion moves the prediction most, in mean |drop| over faces."""
+    importance = np.nanmean(np.abs(found.drops), axis=0)
+    face = [index for index, region in enumerate(REGIONS) if region != "background"]
+    return REGIONS[face[int(np.nanargmax(importance[face]))]]
 
 
 def region_lines(table: pd.DataFrame) -> list[str]:

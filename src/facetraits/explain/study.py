@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,7 @@ from facetraits.explain.maps import RunningMean, attribution_maps, image_batch, 
 from facetraits.explain.methods import build_method
 from facetraits.explain.methods.base import baseline_images
 from facetraits.explain.methods.region_occlusion import RegionReader
+from facetraits.explain.regions import REGIONS
 from facetraits.explain.scores.faithfulness import PerturbationCurves, curve_ends, perturbation_curves
 from facetraits.explain.scores.ground_truth import mask_area_fraction, relevance_mass_accuracy, relevance_rank_accuracy
 from facetraits.explain.scores.sanity import map_rank_correlation, maps_changed, randomized_copy
@@ -26,6 +27,7 @@ from facetraits.models.components.net import FaceTraitsNet
 from facetraits.models.inference import predict_images
 
 MaskReader = Callable[[np.ndarray], np.ndarray]  # rows -> (len(rows), H, W) bool masks of one attribute
+REGION_PREFIX = "region_"  # the scores against the top occlusion region: region_mass_accuracy, region_rank_accuracy
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class AttributeExplanation:
     selection: FaceSelection
     methods: list[MethodMaps]
     reference_scores: dict[str, float]  # what a random ordering of pixels scores on the same faces
+    # the face region whose occlusion moved the model's prediction most (region importance), against which the
+    # region_ scores measure each map, as the generator's regions are for synthetic faces; None without one
+    top_region: str | None = None
 
 
 def mean_defined(values: np.ndarray) -> float:
@@ -169,17 +174,20 @@ def _explain_method(
     data: PreparedData,
     attribute: str,
     selection: FaceSelection,
-    masks: MaskReader | None,
+    masks: dict[str, MaskReader],
     params: ExplainParams,
     progress: tqdm | None,
     precision: str,
     regions: RegionReader | None,
     ends: np.ndarray | None,
 ) -> MethodMaps:
-    """One pass over the mapped faces: the mean map and ground-truth scores accumulate, kept maps are stored."""
+    """One pass over the mapped faces: the mean map and the accuracies against each of `masks` (score prefix ->
+    reader) accumulate, kept maps are stored."""
     target = net.attributes.index(attribute)
     kept = np.zeros((len(selection.rows), *data.images.shape[1:3]), dtype=np.float32)
-    mean_map, mass, rank = RunningMean(), [], RunningMean()
+    mean_map = RunningMean()
+    mass: dict[str, list[np.ndarray]] = {prefix: [] for prefix in masks}
+    rank = {prefix: RunningMean() for prefix in masks}
     method, mapped = build_method(name, net, params, regions, precision), selection.mapped
     started = time.perf_counter()
     for rows, maps in map_batches(method, data.images, mapped, target, params.batch_size, progress):
@@ -187,10 +195,10 @@ def _explain_method(
         kept[np.searchsorted(selection.rows, rows[keep])] = maps[keep]
         averaged = np.isin(rows, selection.mean_rows)
         mean_map.add(unit_sum(maps[averaged]))
-        if masks is not None:
-            truth = masks(rows[averaged])
-            mass.append(relevance_mass_accuracy(maps[averaged], truth))
-            rank.add(relevance_rank_accuracy(maps[averaged], truth))
+        for prefix, reader in masks.items():
+            truth = reader(rows[averaged])
+            mass[prefix].append(relevance_mass_accuracy(maps[averaged], truth))
+            rank[prefix].add(relevance_rank_accuracy(maps[averaged], truth))
     maps_per_s = len(mapped) / (time.perf_counter() - started)
     scored_rows, scored_maps = selection.rows[selection.scored], kept[selection.scored]
     (curves,) = _curve_scores(net, data, scored_rows, scored_maps, [target], params, precision, ends)
@@ -203,9 +211,10 @@ def _explain_method(
     scores["randomization_rank_corr"] = mean_defined(face_scores["randomization_rank_corr"])
     scores["randomization_passed"] = mean_defined(maps_changed(scored_maps, randomized_maps, params.sanity_threshold))
     scores["randomization_p"] = randomization_p(face_scores["randomization_rank_corr"], params.sanity_threshold)
-    if masks is not None:
-        face_scores["mass_accuracy"] = np.concatenate(mass) if mass else np.array([])
-        scores["mass_accuracy"], scores["rank_accuracy"] = mean_defined(face_scores["mass_accuracy"]), float(rank.mean())
+    for prefix in masks:
+        face_scores[f"{prefix}mass_accuracy"] = np.concatenate(mass[prefix]) if mass[prefix] else np.array([])
+        scores[f"{prefix}mass_accuracy"] = mean_defined(face_scores[f"{prefix}mass_accuracy"])
+        scores[f"{prefix}rank_accuracy"] = float(rank[prefix].mean())
     for key, values in face_scores.items():
         scores[f"{key}_ci_low"], scores[f"{key}_ci_high"] = mean_interval(
             [values], params.confidence, params.bootstrap_resamples, params.seed
@@ -225,24 +234,32 @@ def explain_attribute(
     precision: str = "32-true",
     regions: RegionReader | None = None,
     ends: np.ndarray | None = None,
+    top_region: str | None = None,
 ) -> AttributeExplanation:
     """`random_order`: this attribute's entry of `random_order_scores` on `selection`'s scored faces; `precision`:
     the forward passes' without gradients (deletion / insertion), as in `inference_precision`; `regions`: the
-    faces' region labels by row (for region occlusion); `ends`: the scored faces' `scored_ends`, when known."""
-    masks = data.relevance_masks(attribute)
+    faces' region labels by row (for region occlusion); `ends`: the scored faces' `scored_ends`, when known;
+    `top_region`: the region of `regions` the maps are also scored against (region_mass_accuracy, ...)."""
+    masks: dict[str, MaskReader] = {}
+    generator_masks = data.relevance_masks(attribute)
+    if generator_masks is not None:
+        masks[""] = generator_masks
+    if top_region is not None and regions is not None:
+        label = REGIONS.index(top_region)
+        masks[REGION_PREFIX] = lambda rows: regions(rows) == label
     reference = dict(random_order)
-    if masks is not None:
+    for prefix, reader in masks.items():
         area = RunningMean()
         for part in batches(len(selection.mean_rows), params.batch_size):
-            area.add(mask_area_fraction(masks(selection.mean_rows[part])))
-        reference["mask_area_fraction"] = float(area.mean())
+            area.add(mask_area_fraction(reader(selection.mean_rows[part])))
+        reference[f"{prefix}mask_area_fraction"] = float(area.mean())
     results = [
         _explain_method(
             name, net, randomized, data, attribute, selection, masks, params, progress, precision, regions, ends
         )
         for name in params.methods
     ]
-    return AttributeExplanation(attribute, selection, results, reference)
+    return AttributeExplanation(attribute, selection, results, reference, top_region)
 
 
 def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, batch_size: int, precision: str) -> np.ndarray:
@@ -254,11 +271,12 @@ def _test_predictions(net: FaceTraitsNet, data: PreparedData, rows: np.ndarray, 
 
 def explain_study(
     net: FaceTraitsNet, data: PreparedData, attributes: Sequence[str], params: ExplainParams, show_progress: bool = True,
-    precision: str = "32-true", regions: RegionReader | None = None,
+    precision: str = "32-true", regions: RegionReader | None = None, top_regions: Mapping[str, str] | None = None,
 ) -> list[AttributeExplanation]:
     """Maps and scores per attribute; one re-initialized copy of the model serves every randomization check.
     Predictions and deletion / insertion curves run in `precision` (the study's, resolved); maps in fp32;
-    `regions`: the faces' region labels by row, for region occlusion."""
+    `regions`: the faces' region labels by row, for region occlusion; `top_regions`: per attribute, the region
+    each map's relevance is also measured in (the one whose occlusion moves the prediction most)."""
     unknown = [a for a in attributes if a not in net.attributes]
     if unknown:
         raise ConfigError(f"explain.attributes: {unknown} not predicted by the model (it has {list(net.attributes)})")
@@ -280,7 +298,7 @@ def explain_study(
         return [
             explain_attribute(
                 net, randomized, data, attribute, selections[attribute], params, random_order[attribute], progress,
-                precision, regions, ends,
+                precision, regions, ends, (top_regions or {}).get(attribute),
             )
             for attribute in attributes
         ]

@@ -7,6 +7,7 @@ people see in a face survives each representation.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
@@ -404,19 +405,33 @@ def best_model_map(maps: Sequence[FaceMap]) -> FaceMap:
     return max(model_maps, key=lambda face_map: np.nan_to_num(face_map.knn_r_mean, nan=-1.0))
 
 
+def mapped_rows(faces: int, test_rows: np.ndarray, max_faces: int | None, seed: int) -> np.ndarray:
+    """The faces the maps place, sorted: all of them, or beyond `max_faces` every test face (the scores' faces)
+    and a seeded sample of the others up to `max_faces`. t-SNE's and UMAP's cost grows faster than the faces
+    (4,000 to 10,000 faces: x4.3), and a map of a few thousand faces shows the same structure."""
+    if max_faces is None or faces <= max_faces:
+        return np.arange(faces)
+    others = np.setdiff1d(np.arange(faces), test_rows)
+    size = min(max(max_faces - len(test_rows), 0), len(others))
+    return np.sort(np.concatenate([test_rows, np.random.default_rng(seed).choice(others, size, replace=False)]))
+
+
 def manifold_stage(data: PreparedData, params: ManifoldParams, train_dir: Path, out_dir: Path) -> StageResult:
-    """The manifold stage: every face mapped from the train stage's features and predictions (`train_dir`) and
-    from human ratings, scored and drawn."""
+    """The manifold stage: every face (up to manifold.max_faces: mapped_rows) mapped from the train stage's
+    features and predictions (`train_dir`) and from human ratings, scored and drawn."""
     model = model_vectors(train_dir, data)
-    human = data.faces[list(data.attributes)]
-    ids, train, test = data.faces["id"].to_numpy(), data.indices("train"), data.indices(SCORED_SPLIT)
+    rows = mapped_rows(len(data.faces), data.indices(SCORED_SPLIT), params.max_faces, params.seed)
+    model = dataclasses.replace(model, features=model.features[rows], predicted=model.predicted.iloc[rows].reset_index(drop=True))
+    faces = data.faces.iloc[rows].reset_index(drop=True)
+    human, ids = faces[list(data.attributes)], faces["id"].to_numpy()
+    train, test = (np.flatnonzero(faces["split"].to_numpy() == split) for split in ("train", SCORED_SPLIT))
     study = manifold_study(model, ids, human, train, test, params)
     outputs = write_manifold_outputs(study, out_dir)
     best = best_model_map(study.maps)
     agreement = "" if study.agreement is None else f"; human vs model correlations r {study.agreement['pearson']:.2f}"
     seconds = sum(outputs.seconds.values())
     summary = (
-        f"manifold: {len(study.maps)} maps of {len(study.ids)} faces, features from {study.features_from}; "
+        f"manifold: {len(study.maps)} maps of {len(study.ids)} of {len(data.faces)} faces, features from {study.features_from}; "
         f"scored on {len(study.scored_rows)} {SCORED_SPLIT} faces: best mean kNN r {best.knn_r_mean:.2f} "
         f"({best.source} {best.method} {best.dims}-D){agreement}; {seconds:.0f} s"
     )

@@ -241,6 +241,7 @@ EXPLANATION_COLUMNS = {
     "randomization_p": "randomization test p",
     "mass_accuracy": "relevance mass accuracy",
     "rank_accuracy": "relevance rank accuracy",
+    "region_mass_accuracy": "mass in the top occlusion region",
 }
 
 
@@ -267,8 +268,10 @@ def explanation_blocks(scores: Mapping[str, Mapping[str, float | None]]) -> tupl
         "the map with that of a model whose top layers were re-initialized (a map that depends on what the model "
         "learned changes: low r), and its test p (one-sided Wilcoxon over every scored face) is small when the "
         "maps do change; relevance accuracy (synthetic faces only) is the share of relevance inside the regions "
-        "the attribute is drawn from. Means over attributes, each with its bootstrap interval over the scored "
-        "faces; per-attribute values are in explain/scores.json.",
+        "the attribute is drawn from; the mass in the top occlusion region is the share inside the face region whose "
+        "occlusion moves the model's prediction most (per attribute: explain/scores.json's top_region; compare it "
+        "with that region's share of the image, its reference region_mask_area_fraction). Means over attributes, "
+        "each with its bootstrap interval over the scored faces; per-attribute values are in explain/scores.json.",
         TextTable(header=("method", *(EXPLANATION_COLUMNS[k] for k in shown)), rows=rows, align="l" + "r" * len(shown)),
     )
 
