@@ -20,6 +20,7 @@ from facetraits.batching import batches
 from facetraits.data.images import load_face
 from facetraits.errors import ConfigError
 from facetraits.models.inference import image_tensor, load_net
+from facetraits.tracking import mlflow_environment
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -33,22 +34,6 @@ class Predictor:
     model: Callable[[torch.Tensor], torch.Tensor]
     attributes: tuple[str, ...]
     image_size: int
-
-
-@contextmanager
-def _environment(**variables: str | None) -> Iterator[None]:
-    """MLflow reads these settings from the environment only: set for the call, then restored (None: unchanged)."""
-    given = {name: value for name, value in variables.items() if value is not None}
-    previous = {name: os.environ.get(name) for name in given}
-    os.environ.update(given)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name)
-            else:
-                os.environ[name] = value
 
 
 def _not_loadable(model: str, reason: object) -> ConfigError:
@@ -107,7 +92,7 @@ def load_predictor(model: str, tracking_uri: str | None = None) -> Predictor:
     # MLflow finds the registry and a logged model's store in the environment only, whatever is passed to it;
     # and MLflow 3 still unpickles pickle-format models by default: a model file is data, never code to run
     settings = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri, _PICKLE_SWITCH: "false"}
-    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp, _environment(**settings):
+    with tempfile.TemporaryDirectory(prefix="facetraits-model-") as tmp, mlflow_environment(**settings):
         try:
             folder = path if path.is_dir() else Path(download_artifacts(artifact_uri=model, dst_path=tmp))
         except (MlflowException, OSError) as exc:

@@ -48,6 +48,22 @@ STUDY_ENV = "FACETRAITS_STUDY"  # one study id for stages that no single dvc pro
 _BATCH = 100
 
 
+@contextmanager
+def mlflow_environment(**variables: str | None) -> Iterator[None]:
+    """MLflow reads these settings from the environment only: set for the call, then restored (None: unchanged)."""
+    given = {name: value for name, value in variables.items() if value is not None}
+    previous = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
+
+
 def flatten_params(params: Any, prefix: str = "") -> dict[str, str]:
     """Dotted keys as in params.yaml (`data.image_size`), so runs compare knob by knob in the UI."""
     if dataclasses.is_dataclass(params):

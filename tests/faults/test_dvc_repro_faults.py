@@ -143,6 +143,35 @@ def test_prepare_failing_on_a_bad_image_keeps_the_previous_data(project: Path) -
     assert not temporary_leftovers(project / "data", project / "results")
 
 
+def test_an_ensemble_refused_by_its_params_or_its_inputs_keeps_the_previous_results(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["variants"] = {"frozen": {"train": {"protocol": "probe"}}}  # a ridge on the tiny network: seconds
+    params["ensemble"] = {"members": ["main", "frozen"], "weight_step": 0.25}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = dvc(project, "repro", "ensemble")
+    assert first.returncode == 0, first.stdout + first.stderr
+    outputs = ("results/ensemble", *TRAIN_OUTPUTS)
+    previous = snapshot(project, *outputs)
+    assert json.loads((project / "results" / "ensemble" / "weights.json").read_text())["members"] == ["main", "frozen"]
+
+    # a fine-tune fitted on train+val has no out-of-sample val predictions: refused before anything runs
+    update_params(project, {"train": {"fit_on": "train+val"}})
+    refused = dvc(project, "repro", "ensemble")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "ensemble.members: 'main' is fitted on train+val" in refused.stderr and "train.holdout_fit: true" in refused.stderr
+    assert snapshot(project, *outputs) == previous
+
+    # a member's val predictions without rows (as such a fit writes them): the ensemble stage names the file
+    update_params(project, {"train": {"fit_on": "train"}})
+    val_file = project / "results" / "variants" / "frozen" / "val_predictions.csv"
+    val_file.write_text(val_file.read_text().splitlines()[0] + "\n")
+    failed = dvc(project, "repro", "--single-item", "ensemble")
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert f"{Path('results/variants/frozen/val_predictions.csv')}: no out-of-sample val predictions for ensemble member 'frozen'" in failed.stderr
+    assert snapshot(project, "results/ensemble") == {k: v for k, v in previous.items() if k.startswith("results/ensemble")}
+    assert not temporary_leftovers(project / "results")
+
+
 def test_every_output_of_every_stage_is_persist_and_cached_or_git_tracked() -> None:
     """What the tests above rely on, for the stages they do not run: DVC deletes an output that is not `persist`
     before running its stage, and cannot restore one that is `cache: false`: the only such output is the headline
@@ -155,8 +184,8 @@ def test_every_output_of_every_stage_is_persist_and_cached_or_git_tracked() -> N
         for entry in stage.get("do", stage).get(section, [])
         for path in ([entry] if isinstance(entry, str) else entry)
     }
-    assert set(stages) >= {"prepare", "sweep", "train", "variant", "baselines", "explain", "manifold", "report"}
-    assert len(flags) == 27
+    assert set(stages) >= {"prepare", "sweep", "train", "variant", "ensemble", "baselines", "explain", "manifold", "report"}
+    assert len(flags) == 30
     assert [out for out, flag in flags.items() if not flag.get("persist")] == []
     assert [out for out, flag in flags.items() if flag.get("cache") is False] == ["report: results/report.json"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "results/report.json"], cwd=REPO, check=False)

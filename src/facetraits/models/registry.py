@@ -17,7 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from facetraits.models.components.ensemble import WeightedEnsemble
 from facetraits.models.components.net import FaceTraitsNet
-from facetraits.tracking import TAG_STUDY, TAG_VARIANT, StageRun
+from facetraits.tracking import TAG_STUDY, TAG_VARIANT, StageRun, mlflow_environment
 
 MODEL_TYPE = "facetraits-ratings"
 TAG_SCORE = "val_pearson_mean"  # on each registered version: what the champion alias is chosen by
@@ -90,9 +90,12 @@ def register_model(run: StageRun, model_id: str, name: str, alias: str, score: f
             raise
     study = run.study.key if run.study is not None else ""
     tags = {TAG_STUDY: study, TAG_SCORE: "" if score is None else f"{score:.6f}"}
-    version = client.create_model_version(
-        name, source=f"models:/{model_id}", run_id=run.run_id, tags=tags, description=description, model_id=model_id
-    )
+    # the store checks the `models:/` source in the tracking store MLflow's own default names (its environment), not
+    # the client's: one that no Lightning logger has pointed at this store (the ensemble stage's) would look elsewhere
+    with mlflow_environment(MLFLOW_TRACKING_URI=client.tracking_uri, MLFLOW_REGISTRY_URI=client.tracking_uri):
+        version = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run.run_id, tags=tags, description=description, model_id=model_id
+        )
     link_version(run, model_id, name, version.version)
     try:
         current = client.get_model_version_by_alias(name, alias)
