@@ -33,8 +33,9 @@ from facetraits.data.sources.base import ATTRIBUTE_NAME
 from facetraits.data.sources.cfd import RATING_COLUMNS as CFD_ATTRIBUTES
 from facetraits.errors import ConfigError, DataError
 from facetraits.models.training import fit_attributes
-from facetraits.predict import _PICKLE_SWITCH, _environment, load_predictor, predict_files
+from facetraits.predict import _PICKLE_SWITCH, load_predictor, predict_files
 from facetraits.spreadsheet import spreadsheet_safe, write_csv
+from facetraits.tracking import mlflow_environment
 from tests.conftest import OMI_DEV, REPO, study_params
 from tests.fixtures.layouts import US10K_ATTRIBUTES, make_csv, make_omi, make_us10k
 
@@ -83,7 +84,7 @@ def test_control_mlflow_itself_imports_the_code_of_such_a_model(tmp_path: Path) 
     # MLflow >= 3.18 refuses pickle unless code execution is allowed: a user (or a shared environment) that allows
     # it for one model opens the hole for every model
     allowed = {"MLFLOW_ALLOW_MODEL_CODE_EXECUTION": "true", _PICKLE_SWITCH: "true"}
-    with _environment(**allowed), pytest.raises(Exception):
+    with mlflow_environment(**allowed), pytest.raises(Exception):
         mlflow.pytorch.load_model(str(folder))
     sys.modules.pop(module, None)
     assert (tmp_path / "ran").exists(), "the hole this project closes: MLflow ran the model's code"
