@@ -78,7 +78,7 @@ def test_code_paths_point_at_the_project_and_outputs_stay_in_the_study(tmp_path:
     assert derived.keys() == project.keys() and derived["stages"].keys() == project["stages"].keys()
     train = derived["stages"]["train"]
     assert train["cmd"].startswith("python ../../pipelines/train.py --params params.yaml --prepared data/prepared")
-    assert "../../src/facetraits/models" in train["deps"] and "data/prepared" in train["deps"]
+    assert "../../src/facetraits/models/training.py" in train["deps"] and "data/prepared" in train["deps"]
     assert train["outs"] == project["stages"]["train"]["outs"] and train["params"] == project["stages"]["train"]["params"]
     variant = derived["stages"]["variant"]
     assert variant["foreach"] == "${variants}" and variant["do"]["cmd"].startswith("python ../../pipelines/train.py")
