@@ -97,8 +97,8 @@ def test_killed_prepare_keeps_the_previous_data_and_its_rerun_clears_the_leftove
     _kill_repro(project, "prepare", lambda: any((project / "data").glob(".prepared.*.tmp")))
 
     assert snapshot(project, *PREPARE_OUTPUTS) == previous
-    # SIGKILL leaves the half-written folder; or, when the stage outlived dvc for a moment (a loaded machine), it
-    # saw its launcher gone and removed the folder itself (facetraits.stage): either way nothing else
+    # SIGKILL normally leaves the half-written folder; once, in a full run on a loaded machine, none was left (not
+    # explained: it was gone when the kill had landed). Either way the previous data stays and the rerun completes
     assert [p.name.split(".")[1] for p in temporary_leftovers(project / "data")] in ([], ["prepared"])
     _repro_completes_then_is_a_noop(project, "prepare")
     assert json.loads((project / "results/prepare.json").read_text())["n_faces"] == 1000
