@@ -2,11 +2,13 @@
 and scores, and one MLflow model that `predict` loads and that rates images as the weighted members do."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from facetraits.data.prepared import load_prepared, read_predictions
 from facetraits.models.ensemble import simplex_grid
@@ -85,3 +87,17 @@ def test_a_member_without_out_of_sample_val_predictions_is_named(ensembled, tmp_
     error = capsys.readouterr().err
     assert f"{results / 'train' / 'val_predictions.csv'}: no out-of-sample val predictions for ensemble member 'main'" in error
     assert "train.holdout_fit: true" in error and not (out / "weights.json").exists()
+
+
+def test_without_members_the_folder_holds_the_note_alone(ensembled, tmp_path) -> None:
+    """The folder is replaced whole: an earlier ensemble's scores do not stay beside the note that there is none."""
+    out = tmp_path / "ensemble"
+    shutil.copytree(ensembled["results"] / "ensemble", out)
+    params = yaml.safe_load((ensembled["root"] / "params.yaml").read_text())
+    params["ensemble"] = {"members": []}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    paths = ["--results", str(ensembled["results"]), "--variants", str(ensembled["variants"]), "--out", str(out)]
+    args = ["--params", str(tmp_path / "params.yaml"), "--prepared", str(ensembled["prepared"]), "--models", str(ensembled["models"])]
+    assert stage("ensemble")([*args, *paths]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["weights.json"]
+    assert json.loads((out / "weights.json").read_text()) == {"members": []}

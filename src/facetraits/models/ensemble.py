@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from facetraits.config import MAIN_MODEL, EnsembleParams, TrackingParams
 from facetraits.data.prepared import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, PreparedData, predictions_table, read_predictions
 from facetraits.errors import DataError
-from facetraits.files import atomic_write_json
+from facetraits.files import atomic_directory, atomic_write_json
 from facetraits.numbers import pearson_columns
 from facetraits.spreadsheet import write_csv
 from facetraits.stage_result import StageResult
@@ -68,7 +69,7 @@ def read_val_predictions(folder: MemberFolders, data: PreparedData) -> np.ndarra
     try:
         return read_predictions(path, ids, data.attributes)
     except DataError:
-        if path.is_file() and len(ids):
+        if path.is_file() and len(ids) and pd.read_csv(path, nrows=1).empty:  # a header alone: stale files differ
             raise DataError(
                 f"{path}: no out-of-sample val predictions for ensemble member '{folder.name}' (a fine-tune fitted on "
                 "train+val writes them only with train.holdout_fit: true); set it and rerun its train stage"
@@ -86,11 +87,12 @@ def ensemble_stage(
 ) -> StageResult:  # fmt: skip
     """The ensemble stage: weights on the members' out-of-sample val predictions, then the combined test scores
     and all-face predictions (what the report reads), the weights and the val comparison, and the combined
-    network logged (and registered) as one MLflow model. No members: a note that there is no ensemble."""
+    network logged (and registered) as one MLflow model. No members: a note that there is no ensemble. The folder
+    is replaced as a whole: no file of an earlier ensemble stays beside the new ones."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if not params.members:
-        atomic_write_json(out_dir / WEIGHTS_FILE, {"members": []})
+        with atomic_directory(out_dir) as tmp:
+            atomic_write_json(tmp / WEIGHTS_FILE, {"members": []})
         return StageResult(f"ensemble.members is empty: no ensemble -> {out_dir / WEIGHTS_FILE}")
     folders = [member_folders(name, results, models, variants) for name in params.members]
     human = data.faces[list(data.attributes)].to_numpy(dtype=np.float64)
@@ -105,8 +107,6 @@ def ensemble_stage(
     from facetraits.models.metrics import split_metrics  # torch: only with members
 
     test = split_metrics(predicted[test_rows], human[test_rows], data.attributes)
-    atomic_write_json(out_dir / "metrics.json", {"test": test})
-    write_csv(predictions_table(data, predicted), out_dir / PREDICTIONS_FILE, index=False)
     chosen = {
         "members": list(params.members),
         "per_attribute": params.per_attribute,
@@ -116,7 +116,10 @@ def ensemble_stage(
         # the ensemble's val r is where its weights were chosen: optimistic by the choice; a tie means one member
         "helps_on_val": bool(combined_val_r > val_r[best_member] + 1e-12),
     }
-    atomic_write_json(out_dir / WEIGHTS_FILE, chosen)
+    with atomic_directory(out_dir) as tmp:
+        atomic_write_json(tmp / "metrics.json", {"test": test})
+        write_csv(predictions_table(data, predicted), tmp / PREDICTIONS_FILE, index=False)
+        atomic_write_json(tmp / WEIGHTS_FILE, chosen)
     summary = (
         f"ensemble of {', '.join(params.members)}: val mean r {combined_val_r:.3f} (best member {best_member} "
         f"{val_r[best_member]:.3f}), test mean r {test['pearson_mean']:.3f} -> {out_dir}"
